@@ -1,0 +1,193 @@
+"""Named, removable forward hooks that add the first-frame branch to every spatial attn1."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapter_weights import AdapterWeights, LayerWeights
+from .attention import first_frame_attention
+from .layout import FrameLayout
+from .naming import UnknownLayerName, canonical_layer_name, is_temporal_path
+
+HOOK_TAG = "_i2v_adapter_branch"
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return all(hasattr(module, attr) for attr in ("to_q", "to_k", "to_v", "to_out", "heads"))
+
+
+def find_attn1_layers(unet: nn.Module) -> dict[str, nn.Module]:
+    """Spatial self-attention modules by canonical (ldm) name; temporal attention and attn2 are left out."""
+    layers = {}
+    for path, module in unet.named_modules():
+        if not path.endswith("attn1") or is_temporal_path(path) or not _is_attention(module):
+            continue
+        try:
+            name = canonical_layer_name(path)
+        except UnknownLayerName:
+            name = path
+        layers[name] = module
+    return layers
+
+
+def layer_channels(layers: dict[str, nn.Module]) -> dict[str, int]:
+    return {name: module.to_q.in_features for name, module in layers.items()}
+
+
+class BranchSettings:
+    """Values every branch of one hook set reads at call time (so a change needs no reinstall)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+
+class FirstFrameBranch:
+    """``out + s * to_out_ff(SDPA(to_q_ff(x), to_k(x0), to_v(x0)))`` for one attn1 layer.
+
+    Without trained weights (training-free mode): ``(1 - s) * out + s * to_out(SDPA(to_q(x), to_k(x0), to_v(x0)))``.
+    """
+
+    def __init__(self, name: str, attention: nn.Module, layout: FrameLayout,
+                 weights: LayerWeights | None, settings: BranchSettings):
+        self.name = name
+        self.attention = attention
+        self.layout = layout
+        self.weights = weights
+        self.settings = settings
+        self._cast: LayerWeights | None = None
+
+    def _weights_like(self, x: torch.Tensor) -> LayerWeights:
+        cast = self._cast
+        if cast is None or cast.q_weight.dtype != x.dtype or cast.q_weight.device != x.device:
+            cast = self._cast = self.weights.to(x.device, x.dtype)
+        return cast
+
+    def _first_frame_keys_values(self, x: torch.Tensor, n_chunks: int):
+        position = self.layout.window.first_frame_position
+        if position is None:
+            entry = self.layout.bank.fetch(self.name, n_chunks)
+            self.layout.stats["banked" if entry else "unreferenced"] += 1
+            return entry
+        x0 = x[position :: self.layout.window.chunk_length]
+        keys, values = self.attention.to_k(x0), self.attention.to_v(x0)
+        if self.layout.keep_reference:
+            self.layout.bank.store(self.name, keys, values)
+        self.layout.stats["anchored"] += 1
+        return keys, values
+
+    def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        scale = self.settings.scale
+        n_chunks = self.layout.chunk_count(x.shape[0])
+        if n_chunks is None or x.dim() != 3:
+            self.layout.stats["untouched"] += 1
+            return output
+        reference = self._first_frame_keys_values(x, n_chunks)
+        if reference is None or scale == 0:
+            return output
+        keys, values = reference
+        heads, attn_scale = self.attention.heads, getattr(self.attention, "scale", None)
+        if self.weights is None:
+            branch = first_frame_attention(self.attention.to_q(x), keys, values, heads, attn_scale)
+            return (1 - scale) * output + scale * self.attention.to_out[0](branch)
+        weights = self._weights_like(x)
+        branch = first_frame_attention(F.linear(x, weights.q_weight), keys, values, heads, attn_scale)
+        return output + scale * F.linear(branch, weights.out_weight, weights.out_bias)
+
+
+def _hook_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if args:
+        return args[0]
+    return kwargs.get("x", kwargs.get("hidden_states"))
+
+
+def _is_self_attention_call(args: tuple, kwargs: dict) -> bool:
+    # A context makes the call cross-attention (e.g. another extension's reference pass): leave it alone.
+    context = args[1] if len(args) > 1 else kwargs.get("context", kwargs.get("encoder_hidden_states"))
+    return context is None
+
+
+def _make_hook(branch: FirstFrameBranch):
+    def hook(module, args, kwargs, output):
+        x = _hook_input(args, kwargs)
+        if x is None or not torch.is_tensor(output) or not _is_self_attention_call(args, kwargs):
+            return output
+        return branch(x, output)
+
+    setattr(hook, HOOK_TAG, branch.name)
+    return hook
+
+
+# Every hook set that is installed, so that a sweep can remove them all whatever happened.
+_installed: list["FirstFrameHooks"] = []
+
+
+class FirstFrameHooks:
+    """The hooks of one generation; use as a context manager or call install()/remove()."""
+
+    def __init__(self, unet: nn.Module, layout: FrameLayout, weights: AdapterWeights | None = None, scale: float = 1.0):
+        self.layers = find_attn1_layers(unet)
+        if weights is not None:
+            weights.check_against(layer_channels(self.layers))
+        self.layout = layout
+        self.weights = weights
+        self.settings = BranchSettings(scale)
+        self._handles = []
+
+    @property
+    def scale(self) -> float:
+        return self.settings.scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self.settings.scale = value
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._handles)
+
+    def install(self) -> "FirstFrameHooks":
+        if self._handles:
+            return self
+        for name, module in self.layers.items():
+            layer_weights = self.weights.layers[name] if self.weights is not None else None
+            branch = FirstFrameBranch(name, module, self.layout, layer_weights, self.settings)
+            self._handles.append(module.register_forward_hook(_make_hook(branch), with_kwargs=True))
+        _installed.append(self)
+        return self
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self in _installed:
+            _installed.remove(self)
+
+    def __enter__(self) -> "FirstFrameHooks":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def remove_all_hooks(*modules: nn.Module) -> int:
+    """Remove every hook set still installed, and any tagged hook left on ``modules`` (e.g. after a reload).
+
+    Returns the number of hooks removed from ``modules`` by the tag scan.
+    """
+    for hooks in list(_installed):
+        hooks.remove()
+    removed = 0
+    for root in modules:
+        for module in root.modules():
+            for key, hook in list(module._forward_hooks.items()):
+                if hasattr(hook, HOOK_TAG):
+                    del module._forward_hooks[key]
+                    module._forward_hooks_with_kwargs.pop(key, None)
+                    getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
+                    removed += 1
+    return removed
+
+
+def installed_hook_count(root: nn.Module) -> int:
+    return sum(hasattr(hook, HOOK_TAG) for module in root.modules() for hook in module._forward_hooks.values())

@@ -1,0 +1,91 @@
+"""Where frame 0 sits inside each UNet call, and frame 0's keys/values for calls that lack it.
+
+A UNet call holds ``n_chunks`` chunks of ``chunk_length`` contiguous frames
+(cond/uncond halves, one context window each). The host (WebUI glue or
+pipeline) tells the layout, before every call, how long a chunk is and where
+frame 0 is in it; the attn1 hooks read it.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Window:
+    chunk_length: int
+    # Position of frame 0 inside each chunk, or None when this window lacks it.
+    first_frame_position: int | None = 0
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[int]) -> "Window":
+        """The window of a context of video frame indices, e.g. ``[28, 29, 30, 31, 0, 1, 2, 3]``."""
+        frames = list(frames)
+        return cls(len(frames), frames.index(0) if 0 in frames else None)
+
+
+class ReferenceBank:
+    """Frame 0's attn1 keys/values per layer, kept for the rest of one sampling step.
+
+    Filled by the call whose window holds frame 0, read by the windows without it;
+    a later store for the same layer (the next pass of the step) replaces the earlier one.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def store(self, layer: str, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self._entries[layer] = (keys.detach(), values.detach())
+
+    def fetch(self, layer: str, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        entry = self._entries.get(layer)
+        if entry is None or entry[0].shape[0] != n_chunks:
+            return None
+        return entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class FrameLayout:
+    """Per-generation state shared by the host and the hooks.
+
+    ``keep_reference``: store frame 0's keys/values for windows without frame 0.
+    Only needed when the video is longer than the context window.
+    """
+
+    def __init__(self, chunk_length: int, first_frame_position: int | None = 0, keep_reference: bool = False):
+        self.window = Window(chunk_length, first_frame_position)
+        self.keep_reference = keep_reference
+        self.bank = ReferenceBank()
+        self.step: int | None = None
+        # What the hooks did, per layer call: anchored (frame 0 in the call), banked (from the bank),
+        # unreferenced (no frame 0 anywhere), untouched (rows not a multiple of the chunk length).
+        self.stats: Counter = Counter()
+
+    def set_window(self, window: Window) -> None:
+        self.window = window
+
+    def begin_step(self, step: int) -> None:
+        """Called by the host before each sampling step; a new step empties the bank."""
+        if step != self.step:
+            self.bank.clear()
+            self.step = step
+
+    def chunk_count(self, rows: int) -> int | None:
+        """Number of chunks in a call of ``rows`` rows, or None when the rows do not split into chunks."""
+        length = self.window.chunk_length
+        if length <= 0 or rows % length:
+            return None
+        return rows // length
+
+
+def first_frame_rows(rows: int, chunk_length: int, first_frame_position: int) -> list[int]:
+    """Absolute rows of frame 0: ``k * chunk_length + first_frame_position`` for every chunk k."""
+    return list(range(first_frame_position, rows, chunk_length))
