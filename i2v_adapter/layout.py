@@ -89,3 +89,14 @@ class FrameLayout:
 def first_frame_rows(rows: int, chunk_length: int, first_frame_position: int) -> list[int]:
     """Absolute rows of frame 0: ``k * chunk_length + first_frame_position`` for every chunk k."""
     return list(range(first_frame_position, rows, chunk_length))
+
+
+def frame_zero_windows_first(windows: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The windows of one pass with those holding frame 0 moved to the front, order kept otherwise.
+
+    Windows without frame 0 read frame 0's keys/values from the bank, which the
+    first window fills. Where windows overlap, the later one writes last; moving
+    frame-0 windows first means the other windows have the final word there.
+    """
+    windows = [list(window) for window in windows]
+    return [w for w in windows if 0 in w] + [w for w in windows if 0 not in w]

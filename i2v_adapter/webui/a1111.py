@@ -1,0 +1,285 @@
+"""One I2V generation in A1111: validation, wrappers of p, sampler callbacks, cleanup.
+
+Exceptions raised in Script methods are caught by the WebUI, which then generates
+without us. To stop a generation with a message, the error is raised from a wrapper
+of ``p.init``, which the WebUI calls outside its script guards; as an HTTPException it
+reaches API clients as a clean 422 with the sentence, and the UI shows it in red.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from fastapi import HTTPException
+
+from ..adapter_weights import WeightsError
+from ..anchor import clean_denoised, clean_model_input
+from ..color import match_video_colors
+from ..hooks import FirstFrameHooks, remove_all_hooks
+from ..image_input import ImageInputError, decode_base64_image, to_rgb8
+from ..layout import FrameLayout, Window
+from ..params import I2VParams, ParamsError
+from ..prior import frame_similarity_prior
+from ..weights_cache import cached_adapter_weights
+from . import animatediff, model_files
+
+log = logging.getLogger("i2v_adapter")
+
+
+class I2VAdapterError(HTTPException):
+    """Stops a generation; the message is one sentence for the user."""
+
+    def __init__(self, message: str):
+        super().__init__(status_code=422, detail=message)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+_active: "Generation | None" = None
+
+
+def active_generation() -> "Generation | None":
+    return _active
+
+
+def sweep(unet=None) -> None:
+    """Remove everything any earlier generation may have left: hooks, wrappers, state."""
+    global _active
+    if _active is not None:
+        _active.stop()
+    remove_all_hooks(*([unet] if unet is not None else []))
+    animatediff.restore_stale_scheduler()
+
+
+def stop_with_message(p, message: str) -> None:
+    """Make the generation fail with ``message`` as soon as the WebUI initialises it."""
+    original_init = p.init
+
+    def init(*args, **kwargs):
+        p.init = original_init
+        raise I2VAdapterError(message)
+
+    p.init = init
+    log.error(message)
+
+
+def _unet(p):
+    return p.sd_model.model.diffusion_model
+
+
+def _is_img2img(p) -> bool:
+    return hasattr(p, "init_images")
+
+
+def _user_image(p, params: I2VParams):
+    image = params.image
+    if isinstance(image, dict):  # gradio sketch-style value
+        image = image.get("image")
+    if isinstance(image, str) and image:
+        image = decode_base64_image(image)
+    if image is None and _is_img2img(p) and p.init_images:
+        image = p.init_images[0]
+    if image is None:
+        where = "in the I2V-Adapter panel or as the img2img image" if _is_img2img(p) else "in the I2V-Adapter panel"
+        raise I2VAdapterError(f"I2V-Adapter needs an image: put one {where}.")
+    if isinstance(image, np.ndarray):
+        from PIL import Image
+
+        image = Image.fromarray(image)
+    return to_rgb8(image)
+
+
+def check_request(p, params: I2VParams):
+    """Everything that can be refused before sampling; returns the video geometry."""
+    geometry = animatediff.geometry(p)
+    if geometry is None:
+        hint = "" if animatediff.installed(p) else " (install the sd-webui-animatediff extension)"
+        raise I2VAdapterError(f"I2V-Adapter makes videos with AnimateDiff: enable AnimateDiff{hint}.")
+    if geometry.frames < 2 or geometry.video_length < 2:
+        raise I2VAdapterError("I2V-Adapter needs a video of at least 2 frames: set AnimateDiff's number of frames to 8 or more.")
+    if getattr(p, "enable_hr", False):
+        raise I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off (upscale the video afterwards).")
+    return geometry
+
+
+class Generation:
+    """State and wrappers of one generation; stop() undoes everything, whatever happened."""
+
+    def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
+        self.p = p
+        self.params = params
+        self.geometry = geometry
+        self.image = _user_image(p, params)
+        weights, self.weights_hash = self._weights()
+        self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed)
+        try:
+            self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
+        except WeightsError as error:
+            raise I2VAdapterError(f"I2V-Adapter: {error}") from None
+        self.z0: torch.Tensor | None = None
+        self.timestep_sampler = False
+        self._undo = []
+
+    def _weights(self):
+        if not self.params.model:
+            return None, ""
+        path = model_files.find(self.params.model)
+        if path is None:
+            known = ", ".join(model_files.names()) or "none found"
+            raise I2VAdapterError(f"I2V-Adapter: no weights file named '{self.params.model}' (available: {known}).")
+        try:
+            return cached_adapter_weights(path)
+        except WeightsError as error:
+            raise I2VAdapterError(f"I2V-Adapter: {error}") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        global _active
+        _active = self
+        self.hooks.install()
+        self._undo.append(self.hooks.remove)
+        restore = animatediff.wrap_window_scheduler(self.layout)
+        if restore is not None:
+            self._undo.append(restore)
+        self._wrap(self.p, "sample", self._sample)
+        self._wrap(self.p, "close", self._close)
+        if _is_img2img(self.p):
+            self.p.denoising_strength = self.params.t0
+        self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
+
+    def stop(self) -> None:
+        global _active
+        while self._undo:
+            try:
+                self._undo.pop()()
+            except Exception:  # cleanup must go on whatever one step did
+                log.exception("I2V-Adapter: cleanup step failed")
+        self.z0 = None
+        self.layout.bank.clear()
+        if _active is self:
+            _active = None
+
+    def _wrap(self, obj, name: str, make_wrapper) -> None:
+        had_own = name in vars(obj)
+        original = getattr(obj, name)
+        setattr(obj, name, make_wrapper(original))
+
+        def undo():
+            if had_own:
+                setattr(obj, name, original)
+            else:
+                vars(obj).pop(name, None)
+
+        self._undo.append(undo)
+
+    def _close(self, original):
+        def close(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.stop()
+
+        return close
+
+    def _sample(self, original):
+        def sample(*args, **kwargs):
+            z0 = self.first_frame_latent()
+            if _is_img2img(self.p):
+                self.p.init_latent = self.initial_latents(z0).to(self.p.init_latent)
+            self.layout.set_window(Window(self.geometry.context_length, 0))
+            return original(*args, **kwargs)
+
+        return sample
+
+    # -- latents ---------------------------------------------------------------------------
+    def first_frame_latent(self) -> torch.Tensor:
+        if self.z0 is None:
+            self.z0 = encode_posterior_mean(self.p, self.image)
+        return self.z0
+
+    def initial_latents(self, z0: torch.Tensor) -> torch.Tensor:
+        seed = int(self.p.seeds[0]) if getattr(self.p, "seeds", None) else int(self.p.seed)
+        generator = torch.Generator().manual_seed(seed)
+        return frame_similarity_prior(z0.float().cpu(), self.geometry.frames, p=self.params.p,
+                                      blur_sigma=self.params.blur_sigma, generator=generator)
+
+    # -- sampler callbacks -----------------------------------------------------------------
+    def on_cfg_denoiser(self, params) -> None:
+        if getattr(params.denoiser, "p", self.p) is not self.p or self.z0 is None:
+            return
+        from modules.sd_samplers_timesteps import CFGDenoiserTimesteps
+
+        self.layout.begin_step(params.denoiser.step)
+        self.timestep_sampler = isinstance(params.denoiser, CFGDenoiserTimesteps)
+        rows = len(params.x)
+        frames = self.geometry.frames
+        if rows < frames:
+            return
+        first_frame_rows = [0] if rows == frames else [0, rows - frames]
+        sigma = None if self.timestep_sampler else params.sigma
+        params.x = clean_model_input(params.x, self.z0, first_frame_rows, sigma)
+
+    def on_cfg_after_cfg(self, params) -> None:
+        # k-diffusion: x is the denoised (x0) prediction; timestep samplers pass eps here: leave it.
+        if self.z0 is None or self.timestep_sampler or len(params.x) != self.geometry.frames:
+            return
+        params.x = clean_denoised(params.x, self.z0)
+
+    def post_sample(self, samples: torch.Tensor) -> None:
+        if self.z0 is not None:
+            samples[0] = self.z0[0].to(samples)
+
+    def match_colors(self, images: list) -> list:
+        if not self.params.color_match or len(images) < 2:
+            return images
+        frames = [(img.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy() for img in images]
+        matched = match_video_colors(frames)
+        return [images[0]] + [
+            torch.from_numpy(frame).permute(2, 0, 1).to(images[i]) / 255.0 for i, frame in enumerate(matched) if i > 0
+        ]
+
+
+def encode_posterior_mean(p, image) -> torch.Tensor:
+    """z0 at the generation size: the VAE posterior's mean, so frame 0 is the same for every seed.
+
+    The WebUI's own encode samples the posterior with the global RNG; the mean is deterministic.
+    """
+    from modules import devices, images
+
+    resize_mode = getattr(p, "resize_mode", 0) if _is_img2img(p) else 0
+    resized = images.resize_image(resize_mode, image, p.width, p.height)
+    first_stage = p.sd_model.first_stage_model
+    parameter = next(first_stage.parameters())
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+    pixels = pixels.to(device=parameter.device, dtype=parameter.dtype)
+    with torch.no_grad(), devices.autocast():
+        moments = first_stage.quant_conv(first_stage.encoder(pixels))
+        mean = torch.chunk(moments, 2, dim=1)[0]
+    return (mean * p.sd_model.scale_factor).to(device=devices.device, dtype=torch.float32)
+
+
+def begin(p, params: I2VParams) -> Generation | None:
+    """Validate and start a generation; on bad input make the generation stop with the message."""
+    try:
+        generation = Generation(p, params, check_request(p, params))
+        generation.start()
+        return generation
+    except I2VAdapterError as error:
+        stop_with_message(p, error.detail)
+    except (ImageInputError, ParamsError) as error:
+        stop_with_message(p, str(error))
+    except Exception as error:  # never let a failure silently turn into a plain generation
+        log.exception("I2V-Adapter could not start")
+        stop_with_message(p, f"I2V-Adapter could not start: {error}")
+    sweep()
+    return None
+
+
+def parse_arguments(args) -> I2VParams:
+    """The script's arguments: one dict (API) or the UI values in field order."""
+    if args and isinstance(args[0], dict):
+        return I2VParams.from_dict(args[0])
+    return I2VParams.from_args(args)
+

@@ -1,0 +1,86 @@
+"""sd-webui-animatediff, seen from outside: its argument, its geometry, its window scheduler."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from ..layout import FrameLayout, Window, frame_zero_windows_first
+
+SCHEDULER_MODULE = "scripts.animatediff_infv2v"
+
+
+@dataclass(frozen=True)
+class VideoGeometry:
+    frames: int  # rows of p's latent batch = frames of the video
+    video_length: int
+    context_length: int
+
+    @property
+    def windowed(self) -> bool:
+        return self.frames > self.context_length
+
+
+def _argument(p):
+    for script in getattr(p.scripts, "alwayson_scripts", []):
+        if script.title().lower() == "animatediff":
+            return p.script_args[script.args_from]
+    return None
+
+
+def _read(arg, name, default=None):
+    return arg.get(name, default) if isinstance(arg, dict) else getattr(arg, name, default)
+
+
+def installed(p) -> bool:
+    return _argument(p) is not None
+
+
+def geometry(p) -> VideoGeometry | None:
+    """The video AnimateDiff will make, or None when AnimateDiff is absent or off.
+
+    AnimateDiff's own before_process has run by now and set ``p.batch_size`` to the frame count.
+    """
+    arg = _argument(p)
+    if arg is None or not _read(arg, "enable", False):
+        return None
+    context = int(_read(arg, "batch_size", 16) or 16)
+    video_length = int(_read(arg, "video_length", 0) or p.batch_size)
+    return VideoGeometry(frames=int(p.batch_size), video_length=video_length, context_length=min(context, p.batch_size))
+
+
+def wrap_window_scheduler(layout: FrameLayout):
+    """Make AnimateDiff's context scheduler run frame-0 windows first and tell the layout each window.
+
+    Returns a function that restores the scheduler, or None when AnimateDiff's scheduler is not loaded.
+    """
+    module = sys.modules.get(SCHEDULER_MODULE)
+    scheduler = getattr(module, "AnimateDiffInfV2V", None)
+    if scheduler is None or "uniform" not in scheduler.__dict__:
+        return None
+    original = scheduler.__dict__["uniform"]
+    windows_of = original.__func__ if isinstance(original, staticmethod) else original
+
+    def uniform(*args, **kwargs):
+        for window in frame_zero_windows_first(windows_of(*args, **kwargs)):
+            layout.set_window(Window.from_frames(window))
+            yield window
+
+    uniform.i2v_adapter_original = original
+    scheduler.uniform = staticmethod(uniform)
+
+    def restore():
+        if getattr(scheduler.__dict__.get("uniform"), "__func__", None) is uniform:
+            scheduler.uniform = original
+
+    return restore
+
+
+def restore_stale_scheduler() -> None:
+    """Undo a wrapper left by a generation that never reached its cleanup (e.g. before a reload)."""
+    scheduler = getattr(sys.modules.get(SCHEDULER_MODULE), "AnimateDiffInfV2V", None)
+    while scheduler is not None:
+        current = getattr(scheduler.__dict__.get("uniform"), "__func__", None)
+        original = getattr(current, "i2v_adapter_original", None)
+        if original is None:
+            return
+        scheduler.uniform = original

@@ -1,0 +1,28 @@
+"""X/Y/Z plot axes for t0, p and scale."""
+from __future__ import annotations
+
+AXES = {"t0": "[I2V-Adapter] t0", "p": "[I2V-Adapter] p", "scale": "[I2V-Adapter] scale"}
+ATTRIBUTE = "i2v_adapter_overrides"
+
+
+def overrides(p) -> dict:
+    return dict(getattr(p, ATTRIBUTE, {}))
+
+
+def _apply(name: str):
+    def apply(p, value, _values):
+        setattr(p, ATTRIBUTE, {**overrides(p), name: float(value)})
+
+    return apply
+
+
+def add_axes():
+    from modules import scripts
+
+    xyz_grid = next((data.module for data in scripts.scripts_data if data.script_class.__module__ == "xyz_grid.py"), None)
+    if xyz_grid is None:
+        return
+    known = {option.label for option in xyz_grid.axis_options}
+    for name, label in AXES.items():
+        if label not in known:
+            xyz_grid.axis_options.append(xyz_grid.AxisOption(label, float, _apply(name)))
