@@ -1,0 +1,2 @@
+from i2v_adapter.cli import main
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Command line: ``python -m i2v_adapter convert|inspect ...``.
+
+Each subcommand is one function taking the parsed arguments and returning the exit status; add a new one
+with :func:`_add_command`. Expected failures (bad files, I/O) become one ``error: ...`` line and status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .adapter_weights import BASE_LABELS, WeightsError
+
+_UNTRAINED = "to_out_ff is all zero: this adapter is untrained and changes nothing (use the official i2v_module.pth)"
+
+
+def _convert(args) -> int:
+    from .weight_files import (
+        adapter_output_is_zero,
+        extract_motion_module,
+        load_adapter_weights,
+        require_safetensors_name,
+        save_adapter_weights,
+    )
+
+    # Output names are checked before the (possibly slow) read of the input.
+    require_safetensors_name(args.output)
+    if args.motion_module:
+        require_safetensors_name(args.motion_module)
+        # The motion module first: a whole-UNet file without adapter tensors still yields it.
+        count = extract_motion_module(args.input, args.motion_module)
+        print(f"wrote {args.motion_module}: motion module, {count} tensors")
+    weights = load_adapter_weights(args.input)
+    save_adapter_weights(weights, args.output)
+    ignored = len(weights.ignored_keys)
+    print(
+        f"wrote {args.output}: {len(weights.layers)} layers, {weights.parameter_count:,} parameters, "
+        f"base {weights.base}, from the {weights.source_format} format"
+        + (f" ({ignored} other {'key' if ignored == 1 else 'keys'} ignored)" if ignored else "")
+    )
+    if adapter_output_is_zero(weights):
+        print(f"note: {_UNTRAINED}")
+    return 0
+
+
+def _yes_no(flag) -> str:
+    return "yes" if flag else "no"
+
+
+def _inspect(args) -> int:
+    from .weight_files import describe_weights_file
+
+    info = describe_weights_file(args.file)
+    lines = [
+        f"file:            {info['path']}",
+        f"format:          {info['format']}",
+        f"base model:      {info['base']} ({BASE_LABELS.get(info['base'], info['base'])})",
+        f"adapter layers:  {info['layers']}",
+        f"parameters:      {info['parameters']:,}",
+        f"dtype:           {info['dtype']}",
+        f"ignored keys:    {info['ignored_keys']}"
+        + (" (" + ", ".join(f"{name} {count}" for name, count in info["ignored_families"].items()) + ")"
+           if info["ignored_families"] else ""),
+        f"motion module:   {_yes_no(info['motion_module'])}"
+        + (f", {info['motion_module_tensors']} tensors, {info['motion_module_version']}"
+           if info["motion_module"] else ""),
+    ]
+    if info["metadata"]:
+        lines.append("metadata:        " + ", ".join(f"{k}={v}" for k, v in sorted(info["metadata"].items())))
+    if info["layers"] == 0:
+        lines.append("note:            no I2V-Adapter weights in this file")
+    elif info["adapter_output_is_zero"]:
+        lines.append(f"note:            {_UNTRAINED}")
+    print("\n".join(lines))
+    return 0
+
+
+def _add_command(subparsers, name: str, function, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(run=function)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m i2v_adapter", description="I2V-Adapter tools.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = _add_command(
+        subparsers, "convert", _convert,
+        "Convert adapter weights (official .pth, unofficial, ipplus UNet, ours) to our .safetensors format.",
+    )
+    convert.add_argument("input", metavar="IN", help="weights file in any accepted format")
+    convert.add_argument("output", metavar="OUT.safetensors", help="adapter file to write")
+    convert.add_argument(
+        "--motion-module", metavar="OUT2.safetensors",
+        help="also write the file's AnimateDiff motion module (ipplus UNet files) for sd-webui-animatediff",
+    )
+
+    inspect = _add_command(subparsers, "inspect", _inspect, "Describe a weights file.")
+    inspect.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _error_line(error: BaseException) -> str:
+    return "error: " + (" ".join(str(error).split()) or type(error).__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (WeightsError, OSError) as error:
+        print(_error_line(error), file=sys.stderr)
+        return 1
