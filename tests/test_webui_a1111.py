@@ -1,0 +1,180 @@
+"""End to end in a real A1111 WebUI with sd-webui-animatediff, through the HTTP API.
+
+Runs only when I2V_WEBUI_DIR points at a WebUI checkout that has sd-webui-animatediff with a motion
+module and an SD1.5 checkpoint (random weights are fine). Optional: I2V_WEBUI_PYTHON (the WebUI's
+Python), I2V_WEBUI_PORT (default 7861), I2V_WEBUI_ARGS (extra launch flags).
+"""
+import json
+import os
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+WEBUI = os.environ.get("I2V_WEBUI_DIR")
+pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
+
+FRAMES = 8
+SIZE = 64
+ADAPTER_FILE = "i2v_test_random.pth"
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        pytest.skip(f"nothing matching {pattern} in {folder}")
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    import weight_fixtures
+    import webui_server
+
+    root = Path(WEBUI)
+    webui_server.link_extension(root)
+    models = root / "models" / "I2V-Adapter"
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
+    (models / "broken.pth").write_bytes(b"not a weights file at all")
+    server = webui_server.WebUI(root, webui_server.python_for(root), int(os.environ.get("I2V_WEBUI_PORT", "7861")),
+                                tmp_path_factory.mktemp("webui") / "webui.log",
+                                shlex.split(os.environ.get("I2V_WEBUI_ARGS", "")))
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return _first(Path(WEBUI) / "models" / "Stable-diffusion", "*.safetensors")
+
+
+@pytest.fixture(scope="module")
+def motion_module():
+    return _first(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*.safetensors").name
+
+
+@pytest.fixture(scope="module")
+def image():
+    x, y = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
+    pixels = np.stack([x * 4, y * 4, 255 - (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    pixels[20:44, 20:44] = (250, 200, 40)
+    return Image.fromarray(pixels)
+
+
+def animatediff(model, frames=FRAMES, context=None, enable=True):
+    return {"model": model, "enable": enable, "video_length": frames, "batch_size": context or frames,
+            "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"]}
+
+
+def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, **extra):
+    scripts = {"AnimateDiff": {"args": [animatediff(model, frames, context)]}}
+    if i2v is not None:
+        scripts["I2V-Adapter"] = {"args": [i2v]}
+    return dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
+                sampler_name="Euler", seed=seed, alwayson_scripts=scripts, **extra)
+
+
+def frames_of(response) -> list[np.ndarray]:
+    import webui_server
+
+    assert response.status_code == 200, response.text[:500]
+    images = [webui_server.decode_image(item) for item in response.json()["images"]]
+    assert images[0].format == "GIF"
+    return [np.asarray(image.convert("RGB")) for image in images[1:]]
+
+
+def level_difference(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+@pytest.fixture(scope="module")
+def reference_frame_zero(checkpoint, image):
+    from vae_reference import ReferenceVAE
+
+    vae = ReferenceVAE(str(checkpoint))
+    return vae.decode_uint8(vae.encode_mean(image))
+
+
+@pytest.fixture(scope="module")
+def baseline(webui, motion_module):
+    """AnimateDiff txt2img before I2V-Adapter ever ran in this server."""
+    return frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+
+
+def test_img2img_video_starts_with_the_image(webui, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    encoded = webui_server.encode_png(image)
+    i2v = {"enable": True, "model": ADAPTER_FILE, "t0": 1.0, "p": 0.5}
+    runs = [webui.post("/sdapi/v1/img2img", payload(motion_module, seed=seed, i2v=i2v, init_images=[encoded],
+                                                     denoising_strength=0.5)) for seed in (1, 2)]
+    first, second = (frames_of(run) for run in runs)
+    assert len(first) == len(second) == FRAMES
+    assert level_difference(first[0], reference_frame_zero) <= 2
+    assert np.array_equal(first[0], second[0])  # frame 0 does not depend on the seed
+    assert level_difference(first[1], second[1]) > 10  # the other frames do
+    assert level_difference(first[1], reference_frame_zero) > 10
+    info = json.loads(runs[0].json()["info"])["infotexts"][0]
+    assert f"I2V-Adapter model: {ADAPTER_FILE}" in info and "I2V-Adapter hash: " in info
+    assert "Denoising strength: 1" in info  # t0 replaced the request's 0.5
+
+
+def test_txt2img_with_the_panel_image(webui, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    i2v = {"enable": True, "image": webui_server.encode_png(image), "model": ""}
+    frames = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
+    assert len(frames) == FRAMES
+    assert level_difference(frames[0], reference_frame_zero) <= 2
+
+
+@pytest.mark.parametrize("frames,context", [(32, 16)])
+def test_long_video_with_context_windows(webui, motion_module, image, reference_frame_zero, baseline, frames, context):
+    import webui_server
+
+    i2v = {"enable": True, "model": ADAPTER_FILE}
+    response = webui.post("/sdapi/v1/img2img", payload(motion_module, frames=frames, context=context, i2v=i2v,
+                                                       init_images=[webui_server.encode_png(image)]))
+    video = frames_of(response)
+    assert len(video) == frames
+    assert level_difference(video[0], reference_frame_zero) <= 2
+
+
+@pytest.mark.parametrize("i2v,extra,message", [
+    ({"enable": True}, {}, "I2V-Adapter needs an image"),
+    ({"enable": True, "image": "IMAGE", "strength": 2}, {}, "unknown parameter(s) strength"),
+    ({"enable": True, "image": "IMAGE", "model": "broken.pth"}, {}, "broken.pth"),
+    ({"enable": True, "image": "IMAGE", "model": "missing.pth"}, {}, "no weights file named 'missing.pth'"),
+    ({"enable": True, "image": "IMAGE"}, {"enable_hr": True}, "Hires. fix"),
+])
+def test_bad_input_gets_one_sentence(webui, motion_module, image, baseline, i2v, extra, message):
+    import webui_server
+
+    i2v = {k: (webui_server.encode_png(image) if v == "IMAGE" else v) for k, v in i2v.items()}
+    response = webui.post("/sdapi/v1/txt2img", payload(motion_module, i2v=i2v, **extra))
+    assert response.status_code == 422, response.text[:300]
+    assert message in response.json()["detail"]
+
+
+def test_animatediff_off_is_refused(webui, motion_module, image, baseline):
+    import webui_server
+
+    body = payload(motion_module, i2v={"enable": True, "image": webui_server.encode_png(image)})
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["enable"] = False
+    response = webui.post("/sdapi/v1/txt2img", body)
+    assert response.status_code == 422
+    assert "enable AnimateDiff" in response.json()["detail"]
+
+
+def test_zz_extension_off_afterwards_is_bit_identical(webui, motion_module, baseline):
+    # Runs last (file order): after every I2V run and every refused request above.
+    after = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+    assert len(after) == len(baseline)
+    assert all(np.array_equal(a, b) for a, b in zip(after, baseline))
