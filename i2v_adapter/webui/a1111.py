@@ -151,6 +151,10 @@ class Generation:
 
     def stop(self) -> None:
         global _active
+        if self._undo:
+            stats = self.layout.stats
+            log.info("I2V-Adapter: attn1 calls with frame 0: %d, from the bank: %d, without reference: %d, untouched: %d",
+                     stats["anchored"], stats["banked"], stats["unreferenced"], stats["untouched"])
         while self._undo:
             try:
                 self._undo.pop()()
