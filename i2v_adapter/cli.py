@@ -1,4 +1,4 @@
-"""Command line: ``python -m i2v_adapter convert|inspect ...``.
+"""Command line: ``python -m i2v_adapter convert|inspect|generate ...``.
 
 Each subcommand is one function taking the parsed arguments and returning the exit status; add a new one
 with :func:`_add_command`. Expected failures (bad files, I/O) become one ``error: ...`` line and status 1.
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = _add_command(subparsers, "inspect", _inspect, "Describe a weights file.")
     inspect.add_argument("file", metavar="FILE")
+
+    from .pipeline_cli import add_generate_command  # argparse only; diffusers is imported when it runs
+
+    add_generate_command(subparsers, _add_command)
     return parser
 
 
@@ -108,6 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (WeightsError, OSError) as error:
+    except (WeightsError, OSError, ValueError) as error:
         print(_error_line(error), file=sys.stderr)
         return 1

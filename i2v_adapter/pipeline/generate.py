@@ -1,0 +1,90 @@
+"""One image-to-video generation: load, hook, sample, decode, colour-match, write."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+
+import torch
+from PIL import Image
+
+from ..color import match_video_colors
+from ..hooks import FirstFrameHooks
+from ..image_input import to_rgb8
+from ..layout import FrameLayout
+from .loading import ModelParts
+from .sampling import SamplingSettings, context_windows, decode_latents, encode_image, encode_prompts, \
+    make_scheduler, sample_video_latents
+
+OFFICIAL_SHORT_SIDE = 512
+OFFICIAL_MULTIPLE = 64
+
+
+def official_size(width: int, height: int, short_side: int = OFFICIAL_SHORT_SIDE,
+                  multiple: int = OFFICIAL_MULTIPLE) -> tuple[int, int]:
+    """The official resize: short side to ``short_side``, each side rounded to a multiple of 64."""
+    scale = short_side / min(width, height)
+    return (max(multiple, int(round(width * scale / multiple)) * multiple),
+            max(multiple, int(round(height * scale / multiple)) * multiple))
+
+
+def prepare_image(image: Image.Image, width: int | None = None, height: int | None = None,
+                  short_side: int = OFFICIAL_SHORT_SIDE) -> Image.Image:
+    image = to_rgb8(image)
+    if width is None or height is None:
+        width, height = official_size(*image.size, short_side)
+    return image.resize((width, height), Image.LANCZOS) if image.size != (width, height) else image
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class GenerationRequest:
+    image: Image.Image
+    prompt: str
+    negative_prompt: str = ""
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+    scheduler: str = "ddim"
+    adapter: object | None = None          # AdapterWeights, or None
+    adapter_scale: float = 1.0
+    training_free: bool = False             # hooks without trained weights when no adapter is given
+    color_match: bool = True
+
+
+@dataclass
+class GenerationResult:
+    frames: list
+    latents: torch.Tensor
+    z0: torch.Tensor
+    hook_stats: dict
+
+
+def move_parts(parts: ModelParts, device: torch.device, dtype: torch.dtype) -> None:
+    for module in (parts.unet, parts.vae, parts.text_encoder):
+        module.to(device=device, dtype=dtype)
+
+
+def generate(parts: ModelParts, request: GenerationRequest, device: torch.device | None = None,
+             progress=None) -> GenerationResult:
+    """Animate ``request.image``; the models must already be on ``device`` in their run dtype."""
+    device = device or next(parts.unet.parameters()).device
+    dtype = next(parts.unet.parameters()).dtype
+    settings = request.settings
+    if settings.context_length is None and settings.frames > parts.motion_max_frames:
+        settings = replace(settings, context_length=parts.motion_max_frames)
+    windows = context_windows(settings.frames, settings.context_length, settings.context_overlap)
+
+    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, request.prompt, request.negative_prompt,
+                                device, dtype)
+    z0 = encode_image(parts.vae, request.image, device, dtype)
+    use_hooks = request.adapter is not None or request.training_free
+    layout = FrameLayout(len(windows[0]), 0, keep_reference=len(windows) > 1) if use_hooks else None
+    hooks = FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale) if use_hooks else nullcontext()
+    with hooks:
+        latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler), z0, embeddings, settings,
+                                       layout, progress)
+    frames = decode_latents(parts.vae, latents)
+    if request.color_match:
+        frames = match_video_colors(frames)
+    return GenerationResult(frames, latents, z0, dict(layout.stats) if layout else {})

@@ -1,0 +1,196 @@
+"""The image-to-video sampling loop on a diffusers ``UNetMotionModel``.
+
+Official semantics (KwaiVGI/I2V-Adapter ``pipeline_i2v_adapter.py``): frame 0 is the clean image latent
+z0 in every UNet call, with the same timestep as the other frames, and it is never stepped. Frames 1..
+start from the Frame Similarity Prior noised to the start timestep that t0 picks (img2img-style
+truncation: t0 = 1 runs every step). Latents are ``(batch, channels, frames, h, w)`` as diffusers'
+motion UNet takes them; it folds them into ``batch * frames`` rows with each batch item's frames
+contiguous, so a CFG call is two chunks of one window each, the layout the hooks expect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..layout import FrameLayout, Window, frame_zero_windows_first
+from ..prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P, frame_similarity_prior
+
+# AnimateDiff / official I2V-Adapter noise schedule.
+BETA_START, BETA_END, BETA_SCHEDULE = 0.00085, 0.012, "linear"
+SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
+
+
+def make_scheduler(name: str = "ddim"):
+    """A diffusers scheduler with AnimateDiff's linear betas and ``steps_offset=1``."""
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+    )
+
+    common = {"beta_start": BETA_START, "beta_end": BETA_END, "beta_schedule": BETA_SCHEDULE, "steps_offset": 1}
+    if name == "ddim":
+        return DDIMScheduler(clip_sample=False, **common)
+    if name == "euler":
+        return EulerDiscreteScheduler(**common)
+    if name == "euler_a":
+        return EulerAncestralDiscreteScheduler(**common)
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+
+
+@dataclass
+class SamplingSettings:
+    frames: int = 16
+    steps: int = 25
+    guidance: float = 7.5
+    t0: float = 1.0
+    p: float = OFFICIAL_P
+    blur_sigma: float = OFFICIAL_BLUR_SIGMA
+    seed: int = 42
+    # Frames per UNet call (the motion module's window); None: all frames in one call.
+    context_length: int | None = None
+    context_overlap: int = 4
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str, device, dtype) -> torch.Tensor:
+    """``[uncond, cond]`` text embeddings, shape (2, tokens, dim)."""
+    ids = tokenizer([negative_prompt, prompt], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(device))[0].to(dtype)
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+
+
+def encode_image(vae, image, device, dtype) -> torch.Tensor:
+    """z0 = posterior mean * scaling factor, (1, C, h, w): deterministic, unlike the official sample."""
+    pixels = image_to_tensor(image).to(device=device, dtype=vae.dtype)
+    with torch.no_grad():
+        mean = vae.encode(pixels).latent_dist.mean
+    return (mean * vae.config.scaling_factor).to(dtype)
+
+
+def decode_latents(vae, latents: torch.Tensor, batch: int = 4) -> list[np.ndarray]:
+    """(1, C, F, h, w) latents -> F uint8 RGB frames, decoded a few at a time."""
+    frames = latents[0].permute(1, 0, 2, 3) / vae.config.scaling_factor
+    images = []
+    with torch.no_grad():
+        for start in range(0, frames.shape[0], batch):
+            decoded = vae.decode(frames[start:start + batch].to(vae.dtype)).sample
+            decoded = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images.extend(decoded.permute(0, 2, 3, 1).cpu().numpy())
+    return images
+
+
+# ---------------------------------------------------------------- schedule and init
+
+
+def truncated_timesteps(scheduler, steps: int, t0: float, device) -> torch.Tensor:
+    """The schedule's last ``int(steps * t0)`` timesteps (img2img truncation); t0 = 1 keeps them all."""
+    if not 0.0 < t0 <= 1.0:
+        raise ValueError(f"t0 must be in (0, 1], got {t0}")
+    scheduler.set_timesteps(steps, device=device)
+    kept = max(1, min(int(steps * t0), steps))
+    start = (steps - kept) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+def initial_latents(z0: torch.Tensor, settings: SamplingSettings, scheduler, t_start: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+    """(1, C, F, h, w): frame 0 = z0, frames 1.. = FSP prior noised to ``t_start``.
+
+    The prior's mask and the noise come from the seeded CPU generator, so a seed gives the same
+    video on every device.
+    """
+    frames = settings.frames
+    prior = frame_similarity_prior(z0[0].float().cpu(), frames, settings.p, settings.blur_sigma, generator=generator)
+    latents = prior.clone()
+    if frames > 1:
+        noise = torch.randn(prior[1:].shape, generator=generator)
+        latents[1:] = scheduler.add_noise(prior[1:], noise, t_start.cpu().repeat(frames - 1))
+    latents[0] = z0[0].float().cpu()
+    return latents.permute(1, 0, 2, 3).unsqueeze(0).to(device=z0.device, dtype=z0.dtype)
+
+
+# ---------------------------------------------------------------- context windows
+
+
+def context_windows(frames: int, length: int | None, overlap: int) -> list[list[int]]:
+    """Windows of ``length`` frames covering 0..frames-1 with ``overlap``; frame-0 windows first."""
+    if length is None or length >= frames:
+        return [list(range(frames))]
+    if not 0 <= overlap < length:
+        raise ValueError(f"context overlap must be in [0, {length}), got {overlap}")
+    stride = length - overlap
+    starts = list(range(0, frames - length + 1, stride))
+    if starts[-1] + length < frames:
+        starts.append(frames - length)
+    return frame_zero_windows_first([list(range(s, s + length)) for s in starts])
+
+
+def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, guidance: float,
+                  windows: list[list[int]], layout: FrameLayout | None) -> torch.Tensor:
+    """CFG noise prediction for all frames, window by window, averaged where windows overlap.
+
+    ``model_input``: (1, C, F, h, w). With CFG the UNet batch is [uncond, cond].
+    """
+    use_cfg = guidance != 1.0
+    context = embeddings if use_cfg else embeddings[1:]
+    total = torch.zeros_like(model_input)
+    counts = torch.zeros(model_input.shape[2], device=model_input.device, dtype=model_input.dtype)
+    for window in windows:
+        if layout is not None:
+            layout.set_window(Window.from_frames(window))
+        x = model_input[:, :, window]
+        x = torch.cat([x, x]) if use_cfg else x
+        # diffusers' motion UNet takes one context row per frame (batch-major, like the sample's rows).
+        rows = context.repeat_interleave(len(window), dim=0)
+        prediction = unet(x, t, encoder_hidden_states=rows).sample
+        if use_cfg:
+            uncond, cond = prediction.chunk(2)
+            prediction = uncond + guidance * (cond - uncond)
+        total[:, :, window] += prediction
+        counts[window] += 1
+    return total / counts.view(1, 1, -1, 1, 1)
+
+
+def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Tensor, settings: SamplingSettings,
+                         layout: FrameLayout | None = None, progress=None) -> torch.Tensor:
+    """Run the loop; returns (1, C, F, h, w) latents whose frame 0 is exactly z0.
+
+    ``layout``: the :class:`FrameLayout` the installed :class:`FirstFrameHooks` read (None without hooks).
+    ``progress``: a callable wrapping the timestep iterable (e.g. tqdm).
+    """
+    generator = torch.Generator().manual_seed(settings.seed)
+    timesteps = truncated_timesteps(scheduler, settings.steps, settings.t0, z0.device)
+    latents = initial_latents(z0, settings, scheduler, timesteps[:1], generator)
+    windows = context_windows(settings.frames, settings.context_length, settings.context_overlap)
+    step_generator = torch.Generator(device=z0.device).manual_seed(settings.seed + 1)
+    clean = z0[:, :, None]
+    iterator = progress(timesteps) if progress is not None else timesteps
+    for step, t in enumerate(iterator):
+        if layout is not None:
+            layout.begin_step(step)
+        # The UNet sees exactly z0 for frame 0, whatever input scaling the scheduler applies.
+        model_input = scheduler.scale_model_input(latents.clone(), t)
+        model_input[:, :, :1] = clean
+        with torch.no_grad():
+            noise = predict_noise(unet, model_input, t, embeddings, settings.guidance, windows, layout)
+        # Frame 0 is never stepped: the scheduler only ever sees frames 1.. (multistep state included).
+        stepped = scheduler.step(noise[:, :, 1:], t, latents[:, :, 1:], generator=step_generator).prev_sample
+        latents = torch.cat([clean, stepped.to(latents.dtype)], dim=2)
+    return latents

@@ -1,0 +1,57 @@
+"""Writing frames: ``.mp4`` (ffmpeg from imageio-ffmpeg), ``.gif`` (Pillow) or a folder of PNGs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def _write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    # yuv420p needs even sides; pad by repeating the last row/column rather than rescaling.
+    pad_h, pad_w = height % 2, width % 2
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width + pad_w, height + pad_h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+        macro_block_size=1, quality=8, ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
+
+
+def _write_gif(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0,
+                   disposal=2, optimize=False)
+
+
+def _write_pngs(frames: Sequence[np.ndarray], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+
+
+def write_video(frames: Sequence[np.ndarray], out, fps: int = 8) -> Path:
+    """Write uint8 RGB frames to ``out``: a ``.mp4`` or ``.gif`` file, or else a folder of PNG frames."""
+    out = Path(out)
+    if not frames:
+        raise ValueError("no frames to write")
+    suffix = out.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (_write_mp4 if suffix == ".mp4" else _write_gif)(frames, out, fps)
+    elif suffix:
+        raise ValueError(f"{out}: write .mp4, .gif, or a folder name without a suffix")
+    else:
+        _write_pngs(frames, out)
+    return out

@@ -1,0 +1,87 @@
+"""``python -m i2v_adapter generate``: animate one image with diffusers and the engine's hooks."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P
+
+_HELP = "Animate an image (diffusers, local files): AnimateDiff motion module + I2V-Adapter."
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, help="the first frame")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--checkpoint", required=True,
+                        help="SD1.5 diffusers folder, single-file checkpoint (.safetensors/.ckpt), or a hub id")
+    parser.add_argument("--tokenizer", metavar="DIR", help="CLIP tokenizer folder (needed with a single file)")
+    parser.add_argument("--motion-module", required=True,
+                        help="AnimateDiff motion module (v1/v2/v3, .safetensors/.ckpt) or the official ipplus UNet")
+    parser.add_argument("--adapter", help="I2V-Adapter weights (any format `convert` reads)")
+    parser.add_argument("--adapter-scale", type=float, default=1.0)
+    parser.add_argument("--training-free", action="store_true",
+                        help="without --adapter: first-frame attention with the UNet's own attn1 weights")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--t0", type=float, default=1.0, help="start noise level as a fraction of the steps (0, 1]")
+    parser.add_argument("--p", type=float, default=OFFICIAL_P, help="prior: share of latent elements kept sharp")
+    parser.add_argument("--blur-sigma", type=float, default=OFFICIAL_BLUR_SIGMA)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scheduler", default="ddim", choices=("ddim", "euler", "euler_a", "dpm++"))
+    parser.add_argument("--width", type=int, help="with --height: exact size; else the official resize")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--short-side", type=int, default=512, help="official resize: short side (multiples of 64)")
+    parser.add_argument("--context-length", type=int, help="frames per UNet call (default: the motion module's)")
+    parser.add_argument("--context-overlap", type=int, default=4)
+    parser.add_argument("--no-color-match", action="store_true")
+    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA if present)")
+    parser.add_argument("--fp32", action="store_true", help="float32 on GPU too (default fp16 on GPU)")
+    parser.add_argument("--motion-heads", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--motion-norm-groups", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", required=True, help="out.mp4, out.gif, or a folder for PNG frames")
+
+
+def run_generate(args) -> int:
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .pipeline.generate import GenerationRequest, default_device, generate, move_parts, prepare_image
+    from .pipeline.loading import load_model_parts
+    from .pipeline.sampling import SamplingSettings
+    from .pipeline.video import write_video
+    from .weight_files import load_adapter_weights
+
+    device = torch.device(args.device) if args.device else default_device()
+    dtype = torch.float16 if device.type == "cuda" and not args.fp32 else torch.float32
+    parts = load_model_parts(args.checkpoint, args.motion_module, args.tokenizer,
+                             args.motion_heads, args.motion_norm_groups)
+    for note in parts.notes:
+        print(f"note: {note}", file=sys.stderr)
+    move_parts(parts, device, dtype)
+    adapter = load_adapter_weights(args.adapter) if args.adapter else None
+    image = prepare_image(Image.open(args.image), args.width, args.height, args.short_side)
+    settings = SamplingSettings(
+        frames=args.frames, steps=args.steps, guidance=args.guidance, t0=args.t0, p=args.p,
+        blur_sigma=args.blur_sigma, seed=args.seed, context_length=args.context_length,
+        context_overlap=args.context_overlap,
+    )
+    request = GenerationRequest(image, args.prompt, args.negative_prompt, settings, args.scheduler, adapter,
+                                args.adapter_scale, args.training_free, not args.no_color_match)
+    progress = None if args.no_progress else (lambda steps: tqdm(steps, desc="sampling", unit="step"))
+    result = generate(parts, request, device, progress)
+    out = write_video(result.frames, args.out, args.fps)
+    print(f"wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
+          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')})")
+    return 0
+
+
+def add_generate_command(subparsers, add_command) -> argparse.ArgumentParser:
+    """Register ``generate`` with the CLI's ``_add_command(subparsers, name, function, help)``."""
+    parser = add_command(subparsers, "generate", run_generate, _HELP)
+    add_generate_arguments(parser)
+    return parser

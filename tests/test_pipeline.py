@@ -1,0 +1,288 @@
+"""The diffusers host end to end on tiny random models: CLI, loop semantics, motion-module conversion."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from i2v_adapter.cli import main
+from i2v_adapter.hooks import FirstFrameHooks, installed_hook_count
+from i2v_adapter.layout import FrameLayout
+from i2v_adapter.pipeline.generate import GenerationRequest, generate, official_size
+from i2v_adapter.pipeline.loading import load_model_parts
+from i2v_adapter.pipeline.motion_module import convert_motion_module, motion_adapter_from_state_dict
+from i2v_adapter.pipeline.sampling import (
+    SamplingSettings,
+    context_windows,
+    encode_image,
+    encode_prompts,
+    make_scheduler,
+    sample_video_latents,
+)
+from i2v_adapter.weight_files import save_adapter_weights
+
+import models
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES, STEPS, SIZE = 4, 2, 16
+TINY_MOTION = {"motion_heads": 4, "motion_norm_groups": 8}
+TINY_MOTION_ARGS = ["--motion-heads", "4", "--motion-norm-groups", "8"]
+
+
+# ---------------------------------------------------------------- tiny model files
+
+
+def tiny_motion_adapter(mid_block: bool = True, max_frames: int = 24, seed: int = 4):
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=2, motion_num_attention_heads=4,
+                            motion_norm_num_groups=8, motion_max_seq_length=max_frames,
+                            use_motion_mid_block=mid_block)
+    # diffusers zero-initialises proj_out: random values there, or the motion module would do nothing.
+    return models._fill_zero_initialised(adapter, seed)
+
+
+def to_original_layout(state_dict: dict) -> dict:
+    """diffusers MotionAdapter keys -> the original AnimateDiff (mm_sd_v15) keys, pe in both attention blocks."""
+    renames = ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."), (".norm1.", ".norms.0."),
+               (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."))
+    original = {}
+    for key, tensor in state_dict.items():
+        block, _, rest = key.partition(".motion_modules.")
+        index, _, rest = rest.partition(".")
+        prefix = f"{block}.motion_modules.{index}.temporal_transformer."
+        if rest.endswith(".pos_embed.pe"):
+            transformer = rest.removesuffix(".pos_embed.pe")
+            for attention in (0, 1):
+                original[f"{prefix}{transformer}.attention_blocks.{attention}.pos_encoder.pe"] = tensor.clone()
+            continue
+        rest = f".{rest}"
+        for new, old in renames:
+            rest = rest.replace(new, old)
+        original[prefix + rest[1:]] = tensor.clone()
+    return original
+
+
+def write_tokenizer(folder: Path, max_length: int = 12):
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def write_tiny_diffusers_folder(folder: Path) -> Path:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    models.diffusers_unet(seed=0).save_pretrained(folder / "unet")
+    torch.manual_seed(1)
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=8, sample_size=SIZE).save_pretrained(folder / "vae")
+    tokenizer = write_tokenizer(folder / "tokenizer")
+    torch.manual_seed(2)
+    CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=models.CONTEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, bos_token_id=0, eos_token_id=1,
+        pad_token_id=1,
+    )).save_pretrained(folder / "text_encoder")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("pipeline")
+    checkpoint = write_tiny_diffusers_folder(root / "tiny-sd")
+    motion_module = root / "mm_tiny.safetensors"
+    save_file(to_original_layout(tiny_motion_adapter().state_dict()), str(motion_module))
+    parts = load_model_parts(str(checkpoint), str(motion_module), **TINY_MOTION)
+    adapter = root / "adapter.safetensors"
+    save_adapter_weights(models.random_adapter(parts.unet, std=0.2), adapter)
+    image = root / "image.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(image)
+    return {"root": root, "checkpoint": checkpoint, "motion_module": motion_module, "adapter": adapter,
+            "image": image, "parts": parts}
+
+
+def generate_args(files, out, *extra):
+    return ["generate", "--image", files["image"], "--prompt", "a cat", "--negative-prompt", "blur",
+            "--checkpoint", files["checkpoint"], "--motion-module", files["motion_module"],
+            "--adapter", files["adapter"], "--frames", FRAMES, "--steps", STEPS, "--width", SIZE,
+            "--height", SIZE, "--seed", 42, "--out", out, *TINY_MOTION_ARGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def loop(files):
+    parts = files["parts"]
+    image = Image.open(files["image"]).convert("RGB")
+    z0 = encode_image(parts.vae, image, "cpu", torch.float32)
+    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, "a cat", "", "cpu", torch.float32)
+    return parts, z0, embeddings
+
+
+def run_loop(parts, z0, embeddings, scheduler="ddim", hooks=None, **settings):
+    settings = SamplingSettings(**{"frames": FRAMES, "steps": STEPS, "guidance": 7.5, **settings})
+    layout = hooks.layout if hooks is not None else None
+    return sample_video_latents(parts.unet, make_scheduler(scheduler), z0, embeddings, settings, layout)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_generate_in_process_writes_a_gif_and_png_frames(files, capsys):
+    out = files["root"] / "out.gif"
+    assert main([str(a) for a in generate_args(files, out, "--no-progress")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with Image.open(out) as gif:
+        assert gif.n_frames == FRAMES
+        assert gif.size == (SIZE, SIZE)
+
+    folder = files["root"] / "frames"
+    assert main([str(a) for a in generate_args(files, folder, "--no-progress", "--scheduler", "dpm++")]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(FRAMES)]
+
+
+def test_generate_subprocess_writes_an_mp4(files):
+    import imageio_ffmpeg
+
+    out = files["root"] / "out.mp4"
+    result = subprocess.run([sys.executable, "-m", "i2v_adapter", *map(str, generate_args(files, out))],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "sampling" in result.stderr  # the progress bar
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    assert meta["size"] == (SIZE, SIZE)
+    assert sum(1 for _ in reader) == FRAMES
+
+
+
+def test_generate_reports_a_missing_tokenizer_for_a_single_file(files, capsys):
+    single = files["root"] / "model.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"model.diffusion_model.conv_in.weight": torch.zeros(1)}, str(single))
+    args = generate_args(files, files["root"] / "x.gif", "--no-progress")
+    args[args.index("--checkpoint") + 1] = single
+    assert main([str(a) for a in args]) == 1
+    assert "--tokenizer" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- loop semantics
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "euler_a", "dpm++"])
+def test_frame_zero_of_the_result_is_z0_exactly(loop, scheduler):
+    parts, z0, embeddings = loop
+    weights = models.random_adapter(parts.unet, std=0.2)
+    with FirstFrameHooks(parts.unet, FrameLayout(FRAMES), weights) as hooks:
+        latents = run_loop(parts, z0, embeddings, scheduler, hooks)
+    assert latents.shape == (1, 4, FRAMES, SIZE // 2, SIZE // 2)
+    assert torch.equal(latents[:, :, 0], z0)
+    assert torch.isfinite(latents).all()
+    assert not torch.equal(latents[:, :, 1], z0)
+
+
+def test_unet_sees_z0_for_frame_zero_at_every_step(loop):
+    parts, z0, embeddings = loop
+    seen = []
+    handle = parts.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, :, 0].clone()))
+    try:
+        run_loop(parts, z0, embeddings, "euler")  # Euler scales its inputs: the overwrite must come after
+    finally:
+        handle.remove()
+    assert len(seen) == STEPS
+    assert all(torch.equal(frame, torch.cat([z0, z0])) for frame in seen)
+
+
+def test_adapter_at_scale_zero_is_bit_identical_to_no_hooks(loop):
+    parts, z0, embeddings = loop
+    weights = models.random_adapter(parts.unet, std=0.2)
+    plain = run_loop(parts, z0, embeddings)
+    with FirstFrameHooks(parts.unet, FrameLayout(FRAMES), weights, scale=0.0) as hooks:
+        zero = run_loop(parts, z0, embeddings, hooks=hooks)
+    with FirstFrameHooks(parts.unet, FrameLayout(FRAMES), weights, scale=1.0) as hooks:
+        active = run_loop(parts, z0, embeddings, hooks=hooks)
+        assert hooks.layout.stats["anchored"] == len(hooks.layers) * STEPS
+    assert installed_hook_count(parts.unet) == 0
+    assert torch.equal(plain, zero)
+    assert not torch.allclose(plain, active, atol=1e-4)
+
+
+def test_t0_truncates_the_schedule(loop):
+    parts, z0, embeddings = loop
+    calls = []
+    handle = parts.unet.register_forward_pre_hook(lambda m, args: calls.append(1))
+    try:
+        run_loop(parts, z0, embeddings, steps=4, t0=0.5)
+    finally:
+        handle.remove()
+    assert len(calls) == 2
+
+
+def test_bank_path_reaches_every_window_and_keeps_frame_zero(loop):
+    parts, z0, embeddings = loop
+    weights = models.random_adapter(parts.unet, std=0.2)
+    frames, length = 6, 4
+    layout = FrameLayout(length, 0, keep_reference=True)
+    with FirstFrameHooks(parts.unet, layout, weights) as hooks:
+        latents = run_loop(parts, z0, embeddings, hooks=hooks, frames=frames, context_length=length,
+                           context_overlap=2)
+    assert torch.equal(latents[:, :, 0], z0)
+    assert layout.stats["banked"] > 0 and layout.stats["unreferenced"] == 0
+
+
+def test_context_windows_put_frame_zero_first_and_cover_all_frames():
+    assert context_windows(4, None, 4) == [[0, 1, 2, 3]]
+    windows = context_windows(10, 4, 1)
+    assert windows[0][0] == 0
+    assert sorted({f for w in windows for f in w}) == list(range(10))
+    assert all(len(w) == 4 for w in windows)
+
+
+def test_official_resize_short_side_and_multiples_of_64():
+    assert official_size(1024, 768) == (704, 512)
+    assert official_size(512, 512) == (512, 512)
+
+
+# ---------------------------------------------------------------- motion modules
+
+
+@pytest.mark.parametrize("mid_block,max_frames", [(False, 24), (True, 32)])
+def test_original_animatediff_motion_module_converts_with_every_key_used(mid_block, max_frames):
+    reference = tiny_motion_adapter(mid_block, max_frames)
+    original = to_original_layout(reference.state_dict())
+    assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight" \
+        in original
+    converted = convert_motion_module(original)
+    assert set(converted) == set(reference.state_dict())
+    adapter = motion_adapter_from_state_dict(original, heads=4, norm_groups=8)
+    assert adapter.config.use_motion_mid_block == mid_block
+    assert adapter.config.motion_max_seq_length == max_frames
+    for key, tensor in reference.state_dict().items():
+        assert torch.equal(adapter.state_dict()[key], tensor), key
+
+
+def test_motion_module_with_an_unknown_key_is_refused():
+    from i2v_adapter.adapter_weights import WeightsError
+
+    original = to_original_layout(tiny_motion_adapter().state_dict())
+    original["down_blocks.0.motion_modules.0.temporal_transformer.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match="unexpected"):
+        motion_adapter_from_state_dict(original, heads=4, norm_groups=8)
