@@ -78,12 +78,14 @@ class FirstFrameBranch:
 
     def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         scale = self.settings.scale
+        if scale == 0:  # scale 0 is the base model exactly: skip the projections too
+            return output
         n_chunks = self.layout.chunk_count(x.shape[0])
         if n_chunks is None or x.dim() != 3:
             self.layout.stats["untouched"] += 1
             return output
         reference = self._first_frame_keys_values(x, n_chunks)
-        if reference is None or scale == 0:
+        if reference is None:
             return output
         keys, values = reference
         heads, attn_scale = self.attention.heads, getattr(self.attention, "scale", None)

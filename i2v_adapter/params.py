@@ -16,7 +16,6 @@ class Knob:
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
-    advanced: bool = False
     help: str = ""
 
 
@@ -34,12 +33,12 @@ class I2VParams:
     scale: float = _field(1.0, Knob("Adapter scale", infotext="scale", minimum=0.0, maximum=2.0, step=0.05,
                                     help="Strength of the first-frame attention."))
     t0: float = _field(1.0, Knob("t0 (start noise level)", infotext="t0", minimum=0.05, maximum=1.0, step=0.05,
-                                 advanced=True, help="Lower: steadier video, less motion."))
+                                 help="Lower: steadier video, less motion."))
     p: float = _field(0.5, Knob("p (share kept sharp)", infotext="p", minimum=0.0, maximum=1.0, step=0.05,
-                                advanced=True, help="Share of the latent kept sharp in the prior; higher: more motion."))
+                                help="Share of the latent kept sharp in the prior; higher: more motion."))
     blur_sigma: float = _field(18.0, Knob("Blur sigma", infotext="blur sigma", minimum=0.0, maximum=32.0, step=0.5,
-                                          advanced=True, help="Gaussian blur of the prior, in latent pixels."))
-    color_match: bool = _field(True, Knob("Colour match to the image", infotext="color match", advanced=True))
+                                          help="Gaussian blur of the prior, in latent pixels."))
+    color_match: bool = _field(True, Knob("Colour match to the image", infotext="color match"))
 
     def __post_init__(self):
         for f in fields(self):
