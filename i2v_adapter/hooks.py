@@ -65,20 +65,21 @@ class FirstFrameBranch:
 
     def _first_frame_keys_values(self, x: torch.Tensor, n_chunks: int):
         position = self.layout.window.first_frame_position
+        call = self.layout.next_call(self.name)
         if position is None:
-            entry = self.layout.bank.fetch(self.name, n_chunks)
+            entry = self.layout.bank.fetch(self.name, call, n_chunks)
             self.layout.stats["banked" if entry else "unreferenced"] += 1
             return entry
         x0 = x[position :: self.layout.window.chunk_length]
         keys, values = self.attention.to_k(x0), self.attention.to_v(x0)
         if self.layout.keep_reference:
-            self.layout.bank.store(self.name, keys, values)
+            self.layout.bank.store(self.name, call, keys, values)
         self.layout.stats["anchored"] += 1
         return keys, values
 
     def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         scale = self.settings.scale
-        if scale == 0:  # scale 0 is the base model exactly: skip the projections too
+        if scale == 0 or self.layout.skips_this_call():  # scale 0 is the base model exactly: skip the projections too
             return output
         n_chunks = self.layout.chunk_count(x.shape[0])
         if n_chunks is None or x.dim() != 3:
@@ -103,16 +104,28 @@ def _hook_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return kwargs.get("x", kwargs.get("hidden_states"))
 
 
-def _is_self_attention_call(args: tuple, kwargs: dict) -> bool:
-    # A context makes the call cross-attention (e.g. another extension's reference pass): leave it alone.
+def _is_self_attention_call(x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+    """No context, or a context that starts with x itself.
+
+    Extensions that extend self-attention pass ``context=x`` or ``cat([x, extra tokens])``
+    (ControlNet's reference-only does both); the branch still belongs there. Any other
+    context makes the call cross-attention: leave it alone.
+    """
     context = args[1] if len(args) > 1 else kwargs.get("context", kwargs.get("encoder_hidden_states"))
-    return context is None
+    if context is None or context is x:
+        return True
+    if not torch.is_tensor(context) or context.dim() != 3 or x.dim() != 3:
+        return False
+    rows, tokens, channels = x.shape
+    if context.shape[0] != rows or context.shape[2] != channels or context.shape[1] < tokens:
+        return False
+    return torch.equal(context[:, :tokens], x)
 
 
 def _make_hook(branch: FirstFrameBranch):
     def hook(module, args, kwargs, output):
         x = _hook_input(args, kwargs)
-        if x is None or not torch.is_tensor(output) or not _is_self_attention_call(args, kwargs):
+        if x is None or not torch.is_tensor(output) or not _is_self_attention_call(x, args, kwargs):
             return output
         return branch(x, output)
 

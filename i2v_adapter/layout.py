@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -28,20 +28,22 @@ class Window:
 
 
 class ReferenceBank:
-    """Frame 0's attn1 keys/values per layer, kept for the rest of one sampling step.
+    """Frame 0's attn1 keys/values per layer and per call, kept for the rest of one sampling step.
 
-    Filled by the call whose window holds frame 0, read by the windows without it;
-    a later store for the same layer (the next pass of the step) replaces the earlier one.
+    Filled by the calls of the window that holds frame 0, read by the windows without it.
+    A window may call a layer more than once (cond and uncond apart when the WebUI does not
+    batch them, or another extension's extra pass on a subset of rows); the n-th call of a
+    window reads what the n-th call of the frame-0 window stored.
     """
 
     def __init__(self):
-        self._entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._entries: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def store(self, layer: str, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self._entries[layer] = (keys.detach(), values.detach())
+    def store(self, layer: str, call: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self._entries[layer, call] = (keys.detach(), values.detach())
 
-    def fetch(self, layer: str, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        entry = self._entries.get(layer)
+    def fetch(self, layer: str, call: int, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        entry = self._entries.get((layer, call))
         if entry is None or entry[0].shape[0] != n_chunks:
             return None
         return entry
@@ -58,25 +60,41 @@ class FrameLayout:
 
     ``keep_reference``: store frame 0's keys/values for windows without frame 0.
     Only needed when the video is longer than the context window.
+    ``skip_call``: the host's test for UNet passes whose rows are not this video
+    (e.g. another extension's reference pass); the hooks leave those alone.
     """
 
-    def __init__(self, chunk_length: int, first_frame_position: int | None = 0, keep_reference: bool = False):
+    def __init__(self, chunk_length: int, first_frame_position: int | None = 0, keep_reference: bool = False,
+                 skip_call: Callable[[], bool] | None = None):
         self.window = Window(chunk_length, first_frame_position)
         self.keep_reference = keep_reference
+        self.skip_call = skip_call
         self.bank = ReferenceBank()
         self.step: int | None = None
+        self._calls: Counter = Counter()
         # What the hooks did, per layer call: anchored (frame 0 in the call), banked (from the bank),
         # unreferenced (no frame 0 anywhere), untouched (rows not a multiple of the chunk length).
         self.stats: Counter = Counter()
 
     def set_window(self, window: Window) -> None:
         self.window = window
+        self._calls.clear()
 
     def begin_step(self, step: int) -> None:
         """Called by the host before each sampling step; a new step empties the bank."""
+        self._calls.clear()
         if step != self.step:
             self.bank.clear()
             self.step = step
+
+    def next_call(self, layer: str) -> int:
+        """Ordinal of this call of ``layer`` within the current window (0, 1, ...)."""
+        ordinal = self._calls[layer]
+        self._calls[layer] += 1
+        return ordinal
+
+    def skips_this_call(self) -> bool:
+        return self.skip_call is not None and self.skip_call()
 
     def chunk_count(self, rows: int) -> int | None:
         """Number of chunks in a call of ``rows`` rows, or None when the rows do not split into chunks."""
