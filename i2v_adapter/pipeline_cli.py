@@ -22,6 +22,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter-scale", type=float, default=1.0)
     parser.add_argument("--training-free", action="store_true",
                         help="without --adapter: first-frame attention with the UNet's own attn1 weights")
+    parser.add_argument("--ip-adapter", metavar="FILE",
+                        help="IP-Adapter on the input image (h94 ip-adapter-plus_sd15.bin/.safetensors, or the plain "
+                             "ip-adapter_sd15); with the ipplus motion-module file only its image projection is used")
+    parser.add_argument("--image-encoder", metavar="DIR",
+                        help="CLIP vision model folder for --ip-adapter (h94/IP-Adapter models/image_encoder)")
+    parser.add_argument("--ip-adapter-scale", type=float, default=1.0, help="IP-Adapter strength (official: 1.0)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
@@ -59,7 +65,7 @@ def run_generate(args) -> int:
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" and not args.fp32 else torch.float32
     parts = load_model_parts(args.checkpoint, args.motion_module, args.tokenizer,
-                             args.motion_heads, args.motion_norm_groups)
+                             args.motion_heads, args.motion_norm_groups, args.ip_adapter, args.image_encoder)
     for note in parts.notes:
         print(f"note: {note}", file=sys.stderr)
     move_parts(parts, device, dtype)
@@ -71,12 +77,15 @@ def run_generate(args) -> int:
         context_overlap=args.context_overlap,
     )
     request = GenerationRequest(image, args.prompt, args.negative_prompt, settings, args.scheduler, adapter,
-                                args.adapter_scale, args.training_free, not args.no_color_match)
+                                args.adapter_scale, args.training_free, not args.no_color_match,
+                                args.ip_adapter_scale)
     progress = None if args.no_progress else (lambda steps: tqdm(steps, desc="sampling", unit="step"))
     result = generate(parts, request, device, progress)
     out = write_video(result.frames, args.out, args.fps)
+    ip_text = (f", IP-Adapter {parts.ip_adapter.weights.variant} at {args.ip_adapter_scale:g}"
+               if parts.ip_adapter is not None else "")
     print(f"wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
-          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')})")
+          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}){ip_text}")
     return 0
 
 

@@ -116,7 +116,8 @@ def _read_safetensors(path: Path) -> _RawFile:
 _UNREADABLE = "{path} is not a readable weights file (corrupt, truncated, or not a PyTorch/safetensors file)"
 
 
-def _read_pickle(path: Path) -> _RawFile:
+def _load_pickle(path: Path):
+    """The unpickled object, read with the weights-only unpickler; any failure is a :class:`WeightsError`."""
     try:
         with warnings.catch_warnings():
             # Old pickle protocols are fine for us; torch's note about them would only confuse users.
@@ -132,7 +133,11 @@ def _read_pickle(path: Path) -> _RawFile:
         raise WeightsError(_UNREADABLE.format(path=path)) from None
     except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
         raise WeightsError(_UNREADABLE.format(path=path)) from None
-    return _unwrap(path, loaded)
+    return loaded
+
+
+def _read_pickle(path: Path) -> _RawFile:
+    return _unwrap(path, _load_pickle(path))
 
 
 def _unwrap(path: Path, loaded) -> _RawFile:
@@ -149,8 +154,7 @@ def _unwrap(path: Path, loaded) -> _RawFile:
     return _RawFile(dict(loaded), wrapper_keys=wrapper_keys)
 
 
-def _read_file(path) -> _RawFile:
-    path = Path(path)
+def _check_weights_path(path: Path) -> None:
     if path.is_dir():
         raise WeightsError(
             f"{path} is a folder; give the weights file inside it (e.g. diffusion_pytorch_model.safetensors)"
@@ -159,6 +163,11 @@ def _read_file(path) -> _RawFile:
         raise WeightsError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path} is empty")
+
+
+def _read_file(path) -> _RawFile:
+    path = Path(path)
+    _check_weights_path(path)
     raw = _read_safetensors(path) if _looks_like_safetensors(path) else _read_pickle(path)
     if not raw.tensors:
         raise WeightsError(f"{path} holds no tensors")

@@ -1,7 +1,7 @@
 """One image-to-video generation: load, hook, sample, decode, colour-match, write."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -11,6 +11,7 @@ from ..color import match_video_colors
 from ..hooks import FirstFrameHooks
 from ..image_input import to_rgb8
 from ..layout import FrameLayout
+from .ip_adapter import encode_ip_image
 from .loading import ModelParts
 from .sampling import SamplingSettings, context_windows, decode_latents, encode_image, encode_prompts, \
     make_scheduler, sample_video_latents
@@ -50,6 +51,7 @@ class GenerationRequest:
     adapter_scale: float = 1.0
     training_free: bool = False             # hooks without trained weights when no adapter is given
     color_match: bool = True
+    ip_adapter_scale: float = 1.0           # used when the parts carry an IP-Adapter (official: 1.0)
 
 
 @dataclass
@@ -61,7 +63,10 @@ class GenerationResult:
 
 
 def move_parts(parts: ModelParts, device: torch.device, dtype: torch.dtype) -> None:
-    for module in (parts.unet, parts.vae, parts.text_encoder):
+    modules = [parts.unet, parts.vae, parts.text_encoder]
+    if parts.ip_adapter is not None:
+        modules.append(parts.ip_adapter.encoder.model)
+    for module in modules:
         module.to(device=device, dtype=dtype)
 
 
@@ -80,10 +85,18 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
     z0 = encode_image(parts.vae, request.image, device, dtype)
     use_hooks = request.adapter is not None or request.training_free
     layout = FrameLayout(len(windows[0]), 0, keep_reference=len(windows) > 1) if use_hooks else None
-    hooks = FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale) if use_hooks else nullcontext()
-    with hooks:
+    image_embeds = None
+    with ExitStack() as patches:
+        if parts.ip_adapter is not None:
+            # The content adapter sits on attn2, the first-frame hooks on attn1: independent patches.
+            ip_adapter = parts.ip_adapter
+            ip_adapter.patch.scale = request.ip_adapter_scale
+            patches.enter_context(ip_adapter.patch)
+            image_embeds = encode_ip_image(ip_adapter.encoder, ip_adapter.weights.variant, request.image, device, dtype)
+        if use_hooks:
+            patches.enter_context(FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale))
         latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler), z0, embeddings, settings,
-                                       layout, progress)
+                                       layout, progress, image_embeds)
     frames = decode_latents(parts.vae, latents)
     if request.color_match:
         frames = match_video_colors(frames)

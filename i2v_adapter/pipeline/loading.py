@@ -5,7 +5,8 @@ SD1.5 checkpoint (ldm keys; the configs are SD1.5's ``v1-inference`` geometry, b
 tokenizer comes from ``tokenizer_dir`` because a tokenizer's vocabulary cannot be built from constants),
 or a hub id (the only case that touches the network). Motion module: the original AnimateDiff layout,
 a diffusers ``MotionAdapter`` file, or the official ipplus whole-UNet file, whose spatial UNet tensors
-then replace the base UNet's.
+then replace the base UNet's and whose IP-Adapter K/V serve the IP-Adapter (its image projection comes
+from an h94 file, as in the official code). Optional IP-Adapter: an h94 file and a CLIP vision model folder.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from pathlib import Path
 import torch
 
 from ..adapter_weights import WeightsError
+from ..ip_adapter_weights import IPLayerKV, ipplus_layer_kv, read_ip_adapter_file
 from ..weight_files import _read_file
+from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, check_ip_arguments, choose_ip_adapter, \
+    load_image_encoder
 from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
     strip_prefixes
 
@@ -50,8 +54,9 @@ class ModelParts:
     text_encoder: torch.nn.Module
     tokenizer: object
     motion_max_frames: int
-    # What the loader did not use, for the user: e.g. IP-Adapter K/V of an ipplus file.
+    # What the loader did and did not use, for the user: e.g. where the IP-Adapter K/V came from.
     notes: list[str] = field(default_factory=list)
+    ip_adapter: IPAdapterParts | None = None
 
 
 def _is_hub_id(text: str) -> bool:
@@ -113,15 +118,16 @@ def load_base_model(checkpoint: str, tokenizer_dir: str | None = None):
 
 
 def apply_ipplus_unet(unet2d: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Copy an ipplus file's spatial UNet tensors into ``unet2d``; returns notes on the keys left unused."""
-    spatial, ip_kv, adapter = {}, 0, 0
+    """Copy an ipplus file's spatial UNet tensors into ``unet2d``; returns notes on what was done.
+
+    Its IP-Adapter K/V are read by :func:`ipplus_layer_kv` and its adapter tensors by ``--adapter``.
+    """
+    spatial, adapter = {}, 0
     for key, tensor in tensors.items():
         key = strip_prefixes(key)
-        if is_motion_key(key):
+        if is_motion_key(key) or any(part in key for part in _IP_KV):
             continue
-        if any(part in key for part in _IP_KV):
-            ip_kv += 1
-        elif any(part in key for part in _ADAPTER):
+        if any(part in key for part in _ADAPTER):
             adapter += 1
         else:
             spatial[key] = tensor
@@ -132,19 +138,20 @@ def apply_ipplus_unet(unet2d: torch.nn.Module, tensors: dict[str, torch.Tensor])
                            f"({len(unexpected)})")
     unet2d.load_state_dict({k: v.to(expected[k].dtype) for k, v in spatial.items()}, strict=False)
     notes = [f"replaced {len(spatial)} of the base UNet's {len(expected)} tensors with the ipplus file's"]
-    if ip_kv:
-        notes.append(f"{ip_kv} IP-Adapter K/V tensors not used (IP-Adapter is not supported by this command)")
     if adapter:
         notes.append(f"{adapter} adapter tensors in the same file (pass the file as --adapter to use them)")
     return notes
 
 
-def load_motion_unet(unet2d: torch.nn.Module, motion_module: str, heads: int = DEFAULT_HEADS,
+def load_motion_unet(unet2d: torch.nn.Module, motion_module, heads: int = DEFAULT_HEADS,
                      norm_groups: int = DEFAULT_NORM_GROUPS):
-    """``(UNetMotionModel, frame limit, notes)`` from a 2D UNet and a motion-module file (any layout)."""
+    """``(UNetMotionModel, frame limit, notes)`` from a 2D UNet and a motion-module file (any layout).
+
+    ``motion_module``: a path, or the file's tensors already read.
+    """
     from diffusers import UNetMotionModel
 
-    tensors = _read_file(motion_module).tensors
+    tensors = motion_module if isinstance(motion_module, dict) else _read_file(motion_module).tensors
     notes = []
     if any(not is_motion_key(key) for key in tensors):
         notes = apply_ipplus_unet(unet2d, tensors)
@@ -154,7 +161,24 @@ def load_motion_unet(unet2d: torch.nn.Module, motion_module: str, heads: int = D
 
 
 def load_model_parts(checkpoint: str, motion_module: str, tokenizer_dir: str | None = None,
-                     motion_heads: int = DEFAULT_HEADS, motion_norm_groups: int = DEFAULT_NORM_GROUPS) -> ModelParts:
+                     motion_heads: int = DEFAULT_HEADS, motion_norm_groups: int = DEFAULT_NORM_GROUPS,
+                     ip_adapter: str | None = None, image_encoder: str | None = None) -> ModelParts:
+    """Load everything; the small files first, so that a bad one fails before the base model loads.
+
+    ``ip_adapter``: an h94 IP-Adapter file; ``image_encoder``: its CLIP vision model folder. With an ipplus
+    motion-module file, the IP-Adapter K/V come from that file and only the image projection from
+    ``ip_adapter``, as in the official code.
+    """
+    check_ip_arguments(ip_adapter, image_encoder)
+    ip_file = read_ip_adapter_file(ip_adapter) if ip_adapter else None
+    motion_tensors = _read_file(motion_module).tensors
+    ipplus_kv: dict[str, IPLayerKV] = ipplus_layer_kv(motion_tensors, motion_module)
+    ip_weights, ip_notes = choose_ip_adapter(ip_file, ipplus_kv, motion_module, image_encoder)
+    encoder = None
+    if ip_weights is not None:
+        encoder = load_image_encoder(image_encoder)
+        check_encoder_fits(ip_weights, encoder)
     unet2d, vae, text_encoder, tokenizer = load_base_model(checkpoint, tokenizer_dir)
-    unet, max_frames, notes = load_motion_unet(unet2d, motion_module, motion_heads, motion_norm_groups)
-    return ModelParts(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, max_frames, notes)
+    unet, max_frames, notes = load_motion_unet(unet2d, motion_tensors, motion_heads, motion_norm_groups)
+    ip_parts = IPAdapterParts(ip_weights, encoder, IPAdapterPatch(unet, ip_weights)) if encoder else None
+    return ModelParts(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, max_frames, notes + ip_notes, ip_parts)

@@ -143,13 +143,18 @@ def context_windows(frames: int, length: int | None, overlap: int) -> list[list[
 
 
 def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, guidance: float,
-                  windows: list[list[int]], layout: FrameLayout | None) -> torch.Tensor:
+                  windows: list[list[int]], layout: FrameLayout | None,
+                  image_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """CFG noise prediction for all frames, window by window, averaged where windows overlap.
 
-    ``model_input``: (1, C, F, h, w). With CFG the UNet batch is [uncond, cond].
+    ``model_input``: (1, C, F, h, w). With CFG the UNet batch is [uncond, cond]. ``image_embeds``:
+    ``[uncond, cond]`` IP-Adapter image features (one row per batch item; the UNet repeats them per frame).
     """
     use_cfg = guidance != 1.0
     context = embeddings if use_cfg else embeddings[1:]
+    extra = {}
+    if image_embeds is not None:
+        extra["added_cond_kwargs"] = {"image_embeds": [image_embeds if use_cfg else image_embeds[1:]]}
     total = torch.zeros_like(model_input)
     counts = torch.zeros(model_input.shape[2], device=model_input.device, dtype=model_input.dtype)
     for window in windows:
@@ -159,7 +164,7 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
         x = torch.cat([x, x]) if use_cfg else x
         # diffusers' motion UNet takes one context row per frame (batch-major, like the sample's rows).
         rows = context.repeat_interleave(len(window), dim=0)
-        prediction = unet(x, t, encoder_hidden_states=rows).sample
+        prediction = unet(x, t, encoder_hidden_states=rows, **extra).sample
         if use_cfg:
             uncond, cond = prediction.chunk(2)
             prediction = uncond + guidance * (cond - uncond)
@@ -169,11 +174,13 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
 
 
 def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Tensor, settings: SamplingSettings,
-                         layout: FrameLayout | None = None, progress=None) -> torch.Tensor:
+                         layout: FrameLayout | None = None, progress=None,
+                         image_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Run the loop; returns (1, C, F, h, w) latents whose frame 0 is exactly z0.
 
     ``layout``: the :class:`FrameLayout` the installed :class:`FirstFrameHooks` read (None without hooks).
     ``progress``: a callable wrapping the timestep iterable (e.g. tqdm).
+    ``image_embeds``: IP-Adapter image features, with an installed ``IPAdapterPatch``.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     timesteps = truncated_timesteps(scheduler, settings.steps, settings.t0, z0.device)
@@ -189,7 +196,8 @@ def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Te
         model_input = scheduler.scale_model_input(latents.clone(), t)
         model_input[:, :, :1] = clean
         with torch.no_grad():
-            noise = predict_noise(unet, model_input, t, embeddings, settings.guidance, windows, layout)
+            noise = predict_noise(unet, model_input, t, embeddings, settings.guidance, windows, layout,
+                                  image_embeds)
         # Frame 0 is never stepped: the scheduler only ever sees frames 1.. (multistep state included).
         stepped = scheduler.step(noise[:, :, 1:], t, latents[:, :, 1:], generator=step_generator).prev_sample
         latents = torch.cat([clean, stepped.to(latents.dtype)], dim=2)
