@@ -39,6 +39,12 @@ class I2VParams:
     blur_sigma: float = _field(18.0, Knob("Blur sigma", infotext="blur sigma", minimum=0.0, maximum=32.0, step=0.5,
                                           help="Gaussian blur of the prior, in latent pixels."))
     color_match: bool = _field(True, Knob("Colour match to the image", infotext="color match"))
+    ip_adapter: bool = _field(False, Knob(
+        "Use the image as IP-Adapter content", infotext="IP-Adapter",
+        help="Adds a ControlNet IP-Adapter unit with this image, as in the paper (needs sd-webui-controlnet "
+             "and an IP-Adapter model; plus preferred)."))
+    ip_adapter_weight: float = _field(1.0, Knob("IP-Adapter weight", infotext="IP-Adapter weight", minimum=0.0,
+                                                maximum=2.0, step=0.05))
 
     def __post_init__(self):
         for f in fields(self):

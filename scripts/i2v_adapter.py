@@ -4,8 +4,13 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import a1111, model_files, settings, xyz
+from i2v_adapter.webui import a1111, forge, model_files, settings, xyz
 from i2v_adapter.webui.ui import Panel
+
+# Classic Forge gets the same generation with its UNet patched per sampling; the new Forge only explains.
+HOST = forge.host()
+GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE else a1111.Generation
+UNSUPPORTED = forge.NEW_FORGE_REASON if HOST == forge.NEW_FORGE else None
 
 
 class I2VAdapterScript(scripts.Script):
@@ -16,22 +21,44 @@ class I2VAdapterScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        panel = Panel(is_img2img)
+        panel = Panel(is_img2img, unsupported=UNSUPPORTED)
         self.infotext_fields = panel.infotext_fields
         self.paste_field_names = []
         return panel.values
 
+    def setup(self, p, *args):
+        # Runs before every script's before_process: the only moment to shape the request
+        # (ControlNet's units, Forge's AnimateDiff arguments) before sd-webui-animatediff reads it.
+        if HOST == forge.CLASSIC_FORGE:
+            forge.setup(p, args)
+        if HOST != forge.A1111:
+            return
+        try:
+            params = a1111.parse_arguments(args)
+        except ParamsError:
+            return  # process() reports it
+        if params.enable:
+            a1111.prepare_controlnet(p, params)
+
     def process(self, p, *args):
         # Runs for every generation, enabled or not: first remove anything a failed run left behind.
         a1111.sweep(getattr(getattr(p.sd_model, "model", None), "diffusion_model", None))
+        forge.sweep()
         try:
             params = a1111.parse_arguments(args)
             params = replace(params, model=model_files.to_param(params.model), **xyz.overrides(p))
         except ParamsError as error:
             a1111.stop_with_message(p, str(error))
             return
-        if params.enable:
-            a1111.begin(p, params)
+        if params.enable and UNSUPPORTED:
+            a1111.stop_with_message(p, UNSUPPORTED)
+        elif params.enable:
+            a1111.begin(p, params, GENERATION)
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        generation = a1111.active_generation()
+        if isinstance(generation, forge.ForgeGeneration) and generation.p is p:
+            generation.patch_unet(p)
 
     def post_sample(self, p, ps, *args):
         generation = a1111.active_generation()
@@ -63,6 +90,7 @@ def _on_cfg_after_cfg(params):
 
 def _on_script_unloaded():
     a1111.sweep(getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None))
+    forge.sweep()
 
 
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)

@@ -32,11 +32,12 @@ def test_strings_from_json_or_infotext_are_converted():
 
 
 def test_positional_values_follow_the_field_order():
-    values = [True, None, "i2v_module.pth", 0.9, 0.7, 0.3, 12.0, False]
+    values = [True, None, "i2v_module.pth", 0.9, 0.7, 0.3, 12.0, False, True, 0.6]
     params = I2VParams.from_args(values)
-    assert params == I2VParams(True, None, "i2v_module.pth", 0.9, 0.7, 0.3, 12.0, False)
+    assert params == I2VParams(True, None, "i2v_module.pth", 0.9, 0.7, 0.3, 12.0, False, True, 0.6)
+    assert I2VParams.from_args(values[:8]) == I2VParams(True, None, "i2v_module.pth", 0.9, 0.7, 0.3, 12.0, False)
     with pytest.raises(ParamsError):
-        I2VParams.from_args(values + [1, 2])
+        I2VParams.from_args(values + [1])
 
 
 def test_infotext_round_trip():

@@ -4,15 +4,21 @@ Runs only when I2V_WEBUI_DIR points at a WebUI checkout that has sd-webui-animat
 module and an SD1.5 checkpoint (random weights are fine). Optional: I2V_WEBUI_PYTHON (the WebUI's
 Python), I2V_WEBUI_PORT (default 7861), I2V_WEBUI_ARGS (extra launch flags).
 """
+import base64
+import io
 import json
 import os
 import shlex
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from i2v_adapter.params import I2VParams
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
@@ -32,10 +38,12 @@ def _first(folder: Path, pattern: str) -> Path:
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
     import weight_fixtures
+    import webui_fault
     import webui_server
 
     root = Path(WEBUI)
     webui_server.link_extension(root)
+    webui_fault.install(root)
     models = root / "models" / "I2V-Adapter"
     models.mkdir(parents=True, exist_ok=True)
     torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
@@ -48,6 +56,7 @@ def webui(tmp_path_factory):
         yield server
     finally:
         server.stop()
+        webui_fault.remove(root)
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +77,19 @@ def image():
     return Image.fromarray(pixels)
 
 
-def animatediff(model, frames=FRAMES, context=None, enable=True):
+def animatediff(model, frames=FRAMES, context=None, enable=True, **options):
     return {"model": model, "enable": enable, "video_length": frames, "batch_size": context or frames,
-            "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"]}
+            "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"], **options}
 
 
-def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, **extra):
-    scripts = {"AnimateDiff": {"args": [animatediff(model, frames, context)]}}
+def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, animatediff_options=None, **extra):
+    scripts = {"AnimateDiff": {"args": [animatediff(model, frames, context, **(animatediff_options or {}))]}}
     if i2v is not None:
         scripts["I2V-Adapter"] = {"args": [i2v]}
-    return dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
-                sampler_name="Euler", seed=seed, alwayson_scripts=scripts, **extra)
+    body = dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
+                sampler_name="Euler", seed=seed, alwayson_scripts=scripts)
+    body.update(extra)
+    return body
 
 
 def frames_of(response) -> list[np.ndarray]:
@@ -127,6 +138,23 @@ def test_img2img_video_starts_with_the_image(webui, motion_module, image, refere
     info = json.loads(runs[0].json()["info"])["infotexts"][0]
     assert f"I2V-Adapter model: {ADAPTER_FILE}" in info and "I2V-Adapter hash: " in info
     assert "Denoising strength: 1" in info  # t0 replaced the request's 0.5
+    assert_infotext_round_trips(webui, info, I2VParams(enable=True, model=ADAPTER_FILE, t0=1.0, p=0.5))
+
+
+def assert_infotext_round_trips(webui, infotext: str, expected):
+    """The WebUI's own PNG-info parser hands our entries back unchanged."""
+    import webui_server
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", infotext)
+    png = Image.new("RGB", (8, 8))
+    buffer = io.BytesIO()
+    png.save(buffer, "PNG", pnginfo=text)
+    response = webui.post("/sdapi/v1/png-info", {"image": base64.b64encode(buffer.getvalue()).decode()})
+    assert response.status_code == 200, response.text[:300]
+    parsed = response.json()["parameters"]
+    assert I2VParams.from_infotext(parsed) == expected
 
 
 def test_txt2img_with_the_panel_image(webui, motion_module, image, reference_frame_zero, baseline):
@@ -139,7 +167,7 @@ def test_txt2img_with_the_panel_image(webui, motion_module, image, reference_fra
     assert level_difference(frames[0], reference_frame_zero) <= 2
 
 
-@pytest.mark.parametrize("frames,context", [(32, 16)])
+@pytest.mark.parametrize("frames,context", [(32, 16), (64, 16)])
 def test_long_video_with_context_windows(webui, motion_module, image, reference_frame_zero, baseline, frames, context):
     import webui_server
 
@@ -177,6 +205,121 @@ def test_animatediff_off_is_refused(webui, motion_module, image, baseline):
     response = webui.post("/sdapi/v1/txt2img", body)
     assert response.status_code == 422
     assert "enable AnimateDiff" in response.json()["detail"]
+
+
+def img2img_frames(webui, motion_module, image, **extra) -> list[np.ndarray]:
+    import webui_server
+
+    i2v = {"enable": True, "model": ADAPTER_FILE, **extra.pop("i2v", {})}
+    response = webui.post("/sdapi/v1/img2img", payload(motion_module, i2v=i2v, init_images=[webui_server.encode_png(image)],
+                                                       **extra))
+    return frames_of(response)
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M", "LCM"])
+def test_samplers_keep_frame_zero(webui, motion_module, image, reference_frame_zero, baseline, sampler):
+    frames = img2img_frames(webui, motion_module, image, sampler_name=sampler, steps=3)
+    assert len(frames) == FRAMES
+    print(f"{sampler}: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
+    assert level_difference(frames[0], reference_frame_zero) <= 2
+    assert level_difference(frames[1], reference_frame_zero) > 10
+
+
+@pytest.mark.parametrize("case,extra", [
+    ("batch_cond_uncond off", {"override_settings": {"batch_cond_uncond": False}}),
+    ("uncond skipped", {"s_min_uncond": 100.0, "override_settings": {"s_min_uncond_all": True}}),
+    ("prompt travel", {"prompt": "a cat\n0: sitting\n4: running, fast"}),
+    ("FreeInit", {"animatediff_options": {"freeinit_enable": True, "freeinit_iters": 2}}),
+])
+def test_generation_options_keep_frame_zero(webui, motion_module, image, reference_frame_zero, baseline, case, extra):
+    frames = img2img_frames(webui, motion_module, image, **extra)
+    assert len(frames) == FRAMES
+    print(f"{case}: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
+    assert level_difference(frames[0], reference_frame_zero) <= 2
+
+
+def test_batch_count_two_makes_two_videos_from_the_image(webui, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    body = payload(motion_module, i2v={"enable": True, "model": ADAPTER_FILE}, n_iter=2,
+                   init_images=[webui_server.encode_png(image)])
+    response = webui.post("/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    videos = [webui_server.decode_image(item) for item in response.json()["images"][:2]]
+    assert [video.format for video in videos] == ["GIF", "GIF"]
+    first, second = ([np.asarray(frame_of(video, index)) for index in range(2)] for video in videos)
+    for video in videos:
+        assert video.n_frames == FRAMES
+    # Both videos start from the image; their other frames come from different seeds.
+    print(f"batch count 2: frame 0 video 1 vs video 2 {level_difference(first[0], second[0])} levels, "
+          f"frame 1 {level_difference(first[1], second[1])} levels")
+    assert level_difference(first[0], second[0]) <= 2
+    assert level_difference(first[1], second[1]) > 10
+
+
+def frame_of(video, index: int):
+    video.seek(index)
+    return video.convert("RGB")
+
+def test_xyz_plot_axes(webui, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    choices = webui.dropdown_choices("script_img2img_xyz_plot_x_type")
+    body = payload(motion_module, i2v={"enable": True, "model": ""}, init_images=[webui_server.encode_png(image)])
+    body["script_name"] = "x/y/z plot"
+    body["script_args"] = [choices.index("[I2V-Adapter] p"), "0.2, 0.9", [], 0, "", [], 0, "", [],
+                           True, True, False, False, 0, 0, 0, 0, False]
+    response = webui.post("/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    assert [text for text in infotexts[1:] if "I2V-Adapter p: 0.2" in text]
+    assert [text for text in infotexts[1:] if "I2V-Adapter p: 0.9" in text]
+    cells = [np.asarray(webui_server.decode_image(item).convert("RGB")) for item in response.json()["images"][1:3]]
+    assert level_difference(cells[0], reference_frame_zero) <= 2 and level_difference(cells[1], reference_frame_zero) <= 2
+
+
+def assert_clean(webui, motion_module, baseline):
+    after = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+    assert all(np.array_equal(a, b) for a, b in zip(after, baseline))
+
+
+def test_interrupt_cleans_up(webui, motion_module, image, baseline):
+    import webui_server
+
+    body = payload(motion_module, steps=40, i2v={"enable": True, "model": ADAPTER_FILE},
+                   init_images=[webui_server.encode_png(image)])
+    summaries = webui.log_text().count("attn1 calls with frame 0")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(response=webui.post("/sdapi/v1/img2img", body)))
+    worker.start()
+    deadline = time.time() + 600
+    while time.time() < deadline and webui.get("/sdapi/v1/progress").json()["state"]["sampling_step"] < 1:
+        time.sleep(0.5)
+    webui.post("/sdapi/v1/interrupt", {})
+    worker.join(900)
+    assert result["response"].status_code == 200
+    assert webui.log_text().count("attn1 calls with frame 0") == summaries + 1  # our cleanup ran once
+    assert_clean(webui, motion_module, baseline)
+
+
+def test_exception_inside_sampling_cleans_up(webui, motion_module, image, baseline):
+    import webui_fault
+    import webui_server
+
+    body = payload(motion_module, prompt=f"a cat, {webui_fault.MARKER}", i2v={"enable": True, "model": ADAPTER_FILE},
+                   init_images=[webui_server.encode_png(image)])
+    response = webui.post("/sdapi/v1/img2img", body)
+    assert response.status_code == 500
+    assert "fault injected" in response.text
+    assert_clean(webui, motion_module, baseline)
+
+
+def test_reload_ui_then_generate(webui, motion_module, image, reference_frame_zero, baseline):
+    webui.reload_ui()
+    frames = img2img_frames(webui, motion_module, image)
+    print(f"after Reload UI: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
+    assert level_difference(frames[0], reference_frame_zero) <= 2
+    assert_clean(webui, motion_module, baseline)
 
 
 def test_zz_extension_off_afterwards_is_bit_identical(webui, motion_module, baseline):

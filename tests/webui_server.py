@@ -20,6 +20,19 @@ LAUNCH_FLAGS = [
     "--no-half", "--no-half-vae", "--api",
 ]
 
+# Classic Forge ignores A1111's CPU switch and needs its own; fp32 throughout, like the A1111 flags.
+FORGE_LAUNCH_FLAGS = [*LAUNCH_FLAGS, "--always-cpu", "--all-in-fp32"]
+
+
+def forge_cache_env(environ=os.environ) -> dict[str, str]:
+    """Forge points the Hugging Face caches at its own models folder unless each is set: keep the user's."""
+    home = environ.get("HF_HOME")
+    if not home:
+        return {}
+    hub = environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
+    return {"HF_HUB_CACHE": hub, "HUGGINGFACE_HUB_CACHE": environ.get("HUGGINGFACE_HUB_CACHE", hub),
+            "TRANSFORMERS_CACHE": environ.get("TRANSFORMERS_CACHE", hub)}
+
 
 def link_extension(webui: Path) -> None:
     target = webui / "extensions" / EXTENSION_NAME
@@ -31,12 +44,13 @@ def link_extension(webui: Path) -> None:
 
 
 class WebUI:
-    def __init__(self, webui: Path, python: str, port: int, log_path: Path, extra_args: list[str]):
+    def __init__(self, webui: Path, python: str, port: int, log_path: Path, extra_args: list[str],
+                 launch_flags: list[str] = LAUNCH_FLAGS, extra_env: dict[str, str] | None = None):
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                   PIP_NO_INDEX="1", PYTHONUNBUFFERED="1")
+                   PIP_NO_INDEX="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen([python, "launch.py", *LAUNCH_FLAGS, "--port", str(port), *extra_args],
+        self.process = subprocess.Popen([python, "launch.py", *launch_flags, "--port", str(port), *extra_args],
                                         cwd=webui, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float = 600) -> None:
@@ -55,6 +69,37 @@ class WebUI:
 
     def post(self, path: str, payload: dict) -> requests.Response:
         return requests.post(f"{self.url}{path}", json=payload, timeout=1800)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=60)
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def _gradio_config(self) -> dict:
+        return self.get("/config").json()
+
+    def dropdown_choices(self, elem_id: str) -> list[str]:
+        component = next(c for c in self._gradio_config()["components"] if c.get("props", {}).get("elem_id") == elem_id)
+        return [choice[0] if isinstance(choice, list) else choice for choice in component["props"]["choices"]]
+
+    def reload_ui(self, timeout: float = 600) -> None:
+        """Press Settings > Reload UI (through gradio) and wait until the reloaded UI answers."""
+        config = self._gradio_config()
+        button = next(c["id"] for c in config["components"]
+                      if c.get("props", {}).get("elem_id") == "settings_restart_gradio")
+        fn_index = next(i for i, dependency in enumerate(config["dependencies"])
+                        if any((t[0] if isinstance(t, list) else t) == button for t in dependency["targets"]))
+        restarts = self.log_text().count("Restarting UI...")
+        requests.post(f"{self.url}/run/predict", json={"fn_index": fn_index, "data": [], "session_hash": "i2vtest"},
+                      timeout=60)
+        deadline = time.time() + timeout
+        while self.log_text().count("Restarting UI...") == restarts and time.time() < deadline:
+            time.sleep(1)
+        while self.log_text().rsplit("Restarting UI...", 1)[-1].count("Startup time") == 0 and time.time() < deadline:
+            time.sleep(1)
+        self.wait(max(1.0, deadline - time.time()))
 
     def stop(self) -> None:
         self.process.terminate()

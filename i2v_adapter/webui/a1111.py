@@ -22,7 +22,7 @@ from ..layout import FrameLayout, Window
 from ..params import I2VParams, ParamsError
 from ..prior import frame_similarity_prior
 from ..weights_cache import cached_adapter_weights
-from . import animatediff, model_files
+from . import animatediff, controlnet, model_files
 
 log = logging.getLogger("i2v_adapter")
 
@@ -53,8 +53,14 @@ def sweep(unet=None) -> None:
     animatediff.restore_stale_scheduler()
 
 
+STOP_MESSAGE = "i2v_adapter_stop_message"
+
+
 def stop_with_message(p, message: str) -> None:
-    """Make the generation fail with ``message`` as soon as the WebUI initialises it."""
+    """Make the generation fail with ``message`` as soon as the WebUI initialises it (first message wins)."""
+    if getattr(p, STOP_MESSAGE, None):
+        return
+    setattr(p, STOP_MESSAGE, message)
     original_init = p.init
 
     def init(*args, **kwargs):
@@ -113,7 +119,8 @@ class Generation:
         self.geometry = geometry
         self.image = _user_image(p, params)
         weights, self.weights_hash = self._weights()
-        self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed)
+        self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed,
+                                  skip_call=controlnet.reference_write_pass(p))
         try:
             self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
         except WeightsError as error:
@@ -138,8 +145,7 @@ class Generation:
     def start(self) -> None:
         global _active
         _active = self
-        self.hooks.install()
-        self._undo.append(self.hooks.remove)
+        self.install_branches()
         restore = animatediff.wrap_window_scheduler(self.layout)
         if restore is not None:
             self._undo.append(restore)
@@ -148,6 +154,11 @@ class Generation:
         if _is_img2img(self.p):
             self.p.denoising_strength = self.params.t0
         self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
+
+    def install_branches(self) -> None:
+        """Add the first-frame branch to every attn1 (A1111: forward hooks; other hosts override this)."""
+        self.hooks.install()
+        self._undo.append(self.hooks.remove)
 
     def stop(self) -> None:
         global _active
@@ -264,10 +275,27 @@ def encode_posterior_mean(p, image) -> torch.Tensor:
     return (mean * p.sd_model.scale_factor).to(device=devices.device, dtype=torch.float32)
 
 
-def begin(p, params: I2VParams) -> Generation | None:
-    """Validate and start a generation; on bad input make the generation stop with the message."""
+def prepare_controlnet(p, params: I2VParams) -> None:
+    """Before any script's before_process: ControlNet units from the API, and the IP-Adapter unit."""
     try:
-        generation = Generation(p, params, check_request(p, params))
+        converted = controlnet.convert_api_units(p)
+        if converted:
+            log.info("I2V-Adapter: converted %d ControlNet unit(s) of the request for AnimateDiff", converted)
+        if params.ip_adapter:
+            controlnet.use_image_as_ip_adapter_content(p, _user_image(p, params), params.ip_adapter_weight)
+    except (controlnet.ControlNetError, I2VAdapterError, ImageInputError) as error:
+        stop_with_message(p, str(error))
+    except Exception as error:  # e.g. a unit dict ControlNet itself refuses
+        log.exception("I2V-Adapter could not prepare the ControlNet units")
+        stop_with_message(p, f"I2V-Adapter could not prepare the ControlNet units: {error}")
+
+
+def begin(p, params: I2VParams, generation_class: type[Generation] = Generation) -> Generation | None:
+    """Validate and start a generation; on bad input make the generation stop with the message."""
+    if getattr(p, STOP_MESSAGE, None):
+        return None
+    try:
+        generation = generation_class(p, params, check_request(p, params))
         generation.start()
         return generation
     except I2VAdapterError as error:

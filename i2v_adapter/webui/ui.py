@@ -32,13 +32,14 @@ def _slider(name: str, elem_prefix: str):
 class Panel:
     """Components in the order of I2VParams' fields, plus what the WebUI needs for paste-back."""
 
-    def __init__(self, is_img2img: bool):
+    def __init__(self, is_img2img: bool, unsupported: str | None = None):
+        """``unsupported``: one sentence saying why this WebUI cannot animate; shown instead of the hint."""
         from modules.ui_components import InputAccordion, ToolButton
 
         tab = "img2img" if is_img2img else "txt2img"
         prefix = f"{tab}_i2v_adapter"
         with InputAccordion(False, label="I2V-Adapter", elem_id=f"{prefix}_enable") as self.enable:
-            gr.Markdown(HINT_IMG2IMG if is_img2img else HINT_TXT2IMG)
+            gr.Markdown(unsupported or (HINT_IMG2IMG if is_img2img else HINT_TXT2IMG))
             self.image = gr.Image(label="Image (frame 0)", type="pil", elem_id=f"{prefix}_image")
             with gr.Row():
                 self.model = gr.Dropdown(choices=model_files.choices(), value=model_files.TRAINING_FREE_LABEL,
@@ -48,12 +49,15 @@ class Panel:
                 preset = gr.Dropdown(choices=list(PRESETS), value="official", label="Preset", info=PRESET_HELP,
                                      elem_id=f"{prefix}_preset")
                 self.scale = _slider("scale", prefix)
+            self.ip_adapter = gr.Checkbox(value=False, label=_knob("ip_adapter").label, info=_knob("ip_adapter").help,
+                                          elem_id=f"{prefix}_ip_adapter")
             with gr.Accordion("Advanced", open=False):
                 self.t0 = _slider("t0", prefix)
                 self.p = _slider("p", prefix)
                 self.blur_sigma = _slider("blur_sigma", prefix)
                 self.color_match = gr.Checkbox(value=True, label=_knob("color_match").label,
                                                elem_id=f"{prefix}_color_match")
+                self.ip_adapter_weight = _slider("ip_adapter_weight", prefix)
 
         refresh.click(fn=lambda: gr.update(choices=model_files.choices()), inputs=[], outputs=[self.model])
         preset.change(fn=lambda name: (gr.update(value=PRESETS[name]["t0"]), gr.update(value=PRESETS[name]["p"])),
@@ -67,7 +71,7 @@ class Panel:
     def infotext_fields(self) -> list:
         entries = [(self.enable, lambda d: INFOTEXT_PREFIX in d),
                    (self.model, lambda d: gr.update(value=_pasted_model(d)))]
-        for name in ("scale", "t0", "p", "blur_sigma", "color_match"):
+        for name in ("scale", "t0", "p", "blur_sigma", "color_match", "ip_adapter", "ip_adapter_weight"):
             entries.append((getattr(self, name), f"{INFOTEXT_PREFIX} {_knob(name).infotext}"))
         return entries
 

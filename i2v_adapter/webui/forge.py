@@ -1,0 +1,234 @@
+"""Forge: which Forge this is, the first-frame branch as UnetPatcher patches, and Forge's sampler conventions.
+
+Classic Forge (and its ``ldm_patched`` descendants reForge and Forge Classic) gets the same generation as
+A1111, with three differences:
+
+- The branch is added through the cloned UnetPatcher, not through forward hooks: an ``attn1_patch`` keeps
+  each attn1's input and an ``attn1_output_patch`` adds the branch to attn1's result. Both run even when
+  another patch replaces attn1 (Forge's reference-only does), which skips the attn1 module and so any
+  forward hook on it. The clone is dropped by Forge after sampling: nothing to undo.
+- Forge batches [uncond | cond] in the order of ``transformer_options["cond_or_uncond"]``, and
+  ``on_cfg_denoiser`` sees the frames once (not doubled) with real sigmas for every sampler.
+- sd-webui-animatediff's forge branch drops API requests on the floor (see :func:`guard_animatediff_api`).
+
+The new Forge (``backend/``) has no AnimateDiff: the extension loads there and says so.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from ..adapter_weights import AdapterWeights, LayerWeights
+from ..anchor import clean_model_input
+from ..hooks import FirstFrameBranch
+from . import a1111
+
+NEW_FORGE_REASON = (
+    "This Forge cannot animate: I2V-Adapter needs AnimateDiff, which exists only for A1111 and classic Forge "
+    "(sd-webui-animatediff's forge/master branch), not for this Forge's new backend."
+)
+
+A1111, CLASSIC_FORGE, NEW_FORGE = "a1111", "forge", "new-forge"
+
+
+def _importable(name: str) -> bool:
+    """Whether ``name`` can be imported, found without running it (Forge's modules probe the GPU on import)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except Exception:  # the parent package is missing or fails to import
+        return False
+
+
+@lru_cache(maxsize=None)
+def host() -> str:
+    """``forge`` (ldm_patched: classic Forge, reForge, Forge Classic), ``new-forge`` (backend/) or ``a1111``."""
+    if _importable("modules_forge.unet_patcher") and _importable("ldm_patched.modules.model_patcher"):
+        return CLASSIC_FORGE
+    if _importable("backend.patcher.unet"):
+        return NEW_FORGE
+    return A1111
+
+
+# -- where a patch call is --------------------------------------------------------------------------
+
+_LDM_BLOCK = re.compile(r"^(input|output)_blocks\.(\d+)\.\d+\.transformer_blocks\.(\d+)\.attn1$")
+_LDM_MIDDLE = re.compile(r"^middle_block\.\d+\.transformer_blocks\.(\d+)\.attn1$")
+
+
+def transformer_key(layer_name: str) -> tuple[str, int, int] | None:
+    """``input_blocks.4.1.transformer_blocks.0.attn1`` -> ``("input", 4, 0)``: the block as Forge names it."""
+    if match := _LDM_BLOCK.match(layer_name):
+        return match[1], int(match[2]), int(match[3])
+    if match := _LDM_MIDDLE.match(layer_name):
+        return "middle", 0, int(match[1])
+    return None
+
+
+def options_key(options: dict) -> tuple[str, int, int] | None:
+    block = options.get("block")
+    if block is None:
+        return None
+    return block[0], int(block[1]), int(options.get("block_index", 0))
+
+
+def chunk_length(rows: int, options: dict) -> int | None:
+    """Rows per cond/uncond chunk of a Forge UNet call, or None when the rows do not split evenly.
+
+    AnimateDiff's context windows run the UNet on part of the frames without narrowing
+    ``transformer_options``: only ``cond_or_uncond`` stays true, so the chunk comes from it.
+    """
+    chunks = len(options.get("cond_or_uncond") or ()) or 1
+    return rows // chunks if rows % chunks == 0 else None
+
+
+def first_frame_patches(branches: dict[tuple[str, int, int], FirstFrameBranch]):
+    """The ``attn1_patch`` and ``attn1_output_patch`` that add each layer's first-frame branch.
+
+    ``branches`` maps Forge's (block type, block id, block index) to the layer's branch. The two patches
+    are plain functions: Forge deep-copies patcher options on every clone, which copies objects but
+    keeps functions, so the branches and their weights are shared, never duplicated.
+    """
+    inputs: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def attn1_patch(n, context, value, options):
+        key = options_key(options)
+        # Forge sets context and value to n itself for self-attention; anything else is not ours to touch.
+        if key in branches and context is n and value is n:
+            inputs[key] = n
+        return n, context, value
+
+    def attn1_output_patch(out, options):
+        key = options_key(options)
+        x = inputs.pop(key, None)
+        if x is None:
+            return out
+        branch = branches[key]
+        if x.shape != out.shape or chunk_length(x.shape[0], options) != branch.layout.window.chunk_length:
+            branch.layout.stats["untouched"] += 1
+            return out
+        return branch(x, out)
+
+    return attn1_patch, attn1_output_patch
+
+
+# -- the adapter weights as a module Forge's memory manager can move ----------------------------------
+
+class AdapterModule(nn.Module):
+    """The adapter's tensors as frozen parameters, so that Forge moves them with the UNet.
+
+    Moving a module keeps its Parameter objects and swaps their data, so the ``LayerWeights`` handed to
+    the branches (which hold these Parameters) always see where Forge put them.
+    """
+
+    def __init__(self, weights: AdapterWeights):
+        super().__init__()
+        self.names = sorted(weights.layers)
+        self.tensors = nn.ParameterList()
+        for name in self.names:
+            layer = weights.layers[name]
+            for tensor in (layer.q_weight, layer.out_weight, layer.out_bias):
+                self.tensors.append(nn.Parameter(tensor, requires_grad=False))
+
+    def layer(self, name: str) -> LayerWeights:
+        start = 3 * self.names.index(name)
+        return LayerWeights(*(self.tensors[start + i] for i in range(3)))
+
+
+# -- one generation -----------------------------------------------------------------------------------
+
+class ForgeGeneration(a1111.Generation):
+    """An A1111 generation whose branches live in UnetPatcher clones and whose callbacks speak Forge."""
+
+    def install_branches(self) -> None:
+        weights = self.hooks.weights
+        self.module = AdapterModule(weights) if weights is not None else None
+        self.branches = {}
+        for name, attention in self.hooks.layers.items():
+            key = transformer_key(name)
+            if key is not None:
+                layer_weights = self.module.layer(name) if self.module is not None else None
+                self.branches[key] = FirstFrameBranch(name, attention, self.layout, layer_weights,
+                                                      self.hooks.settings)
+
+    def patch_unet(self, p) -> None:
+        """Called before every sampling, after AnimateDiff put its motion modules on the UNet."""
+        unet = p.sd_model.forge_objects.unet.clone()
+        attn1_patch, attn1_output_patch = first_frame_patches(self.branches)
+        unet.set_model_attn1_patch(attn1_patch)
+        unet.set_model_attn1_output_patch(attn1_output_patch)
+        if self.module is not None:
+            unet.add_extra_torch_module_during_sampling(self.module, cast_to_unet_dtype=False)
+        p.sd_model.forge_objects.unet = unet
+
+    def on_cfg_denoiser(self, params) -> None:
+        # Forge hands every sampler's input over in sigma space, the frames once: frame 0 is row 0.
+        if getattr(params.denoiser, "p", self.p) is not self.p or self.z0 is None:
+            return
+        self.layout.begin_step(params.denoiser.step)
+        if len(params.x) == self.geometry.frames:
+            params.x = clean_model_input(params.x, self.z0, [0], params.sigma)
+
+
+# -- sd-webui-animatediff forge/master and API requests -----------------------------------------------
+
+ANIMATEDIFF_UI_MODULE = "scripts.animatediff_ui"
+_GUARD_TAG = "i2v_adapter_original"
+
+
+def _controlnet_units(p) -> list:
+    """Forge's ControlNet units of ``p``, API dicts turned into units, keeping only the enabled ones."""
+    for script in getattr(p.scripts, "alwayson_scripts", []):
+        if script.title().lower() != "controlnet":
+            continue
+        units = list(p.script_args[script.args_from:script.args_to])
+        if any(isinstance(unit, dict) for unit in units):
+            from lib_controlnet.external_code import ControlNetUnit
+
+            units = [ControlNetUnit.from_dict(unit) if isinstance(unit, dict) else unit for unit in units]
+            args = list(p.script_args)
+            args[script.args_from:script.args_to] = units
+            p.script_args = args if isinstance(p.script_args, list) else tuple(args)
+        return [unit for unit in units if getattr(unit, "enabled", False)]
+    return []
+
+
+def guard_animatediff_api(p) -> None:
+    """Make AnimateDiff (forge/master, 2.0.2-f) see only enabled ControlNet units in this API request.
+
+    In API requests it passes every ControlNet unit on, enabled or not; Forge's API fills the unit slots
+    with disabled defaults, AnimateDiff then asks for a control video, its setup fails, and the request
+    quietly returns plain images. Called only for requests with I2V-Adapter on; undone by :func:`sweep`.
+    """
+    module = sys.modules.get(ANIMATEDIFF_UI_MODULE)
+    current = getattr(module, "get_controlnet_units", None)
+    if current is None or not getattr(p, "is_api", False) or hasattr(current, _GUARD_TAG):
+        return
+
+    def get_controlnet_units(p):
+        return _controlnet_units(p)
+
+    setattr(get_controlnet_units, _GUARD_TAG, current)
+    module.get_controlnet_units = get_controlnet_units
+
+
+def setup(p, args) -> None:
+    """Script.setup on classic Forge: runs before any before_process, so before AnimateDiff reads the request."""
+    try:
+        enabled = a1111.parse_arguments(args).enable
+    except Exception:  # bad arguments are reported by process()
+        return
+    if enabled:
+        guard_animatediff_api(p)
+
+
+def sweep() -> None:
+    """Undo :func:`guard_animatediff_api` (a no-op where it was never applied)."""
+    module = sys.modules.get(ANIMATEDIFF_UI_MODULE)
+    original = getattr(getattr(module, "get_controlnet_units", None), _GUARD_TAG, None)
+    if original is not None:
+        module.get_controlnet_units = original

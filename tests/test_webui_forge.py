@@ -1,0 +1,202 @@
+"""End to end in a real classic Forge with sd-webui-animatediff's forge/master branch, through the HTTP API.
+
+Runs only when I2V_FORGE_DIR points at a classic Forge checkout (tag ``previous`` or a descendant that still
+has ``ldm_patched``) with AnimateDiff in ``extensions/sd-webui-animatediff``, a motion module and an SD1.5
+checkpoint (random weights are fine). Optional: I2V_FORGE_PYTHON (Forge's Python), I2V_FORGE_PORT (default
+7871), I2V_FORGE_ARGS (extra launch flags). AnimateDiff's files are used as they are: its API bug with
+Forge's ControlNet slots must not stop I2V requests.
+"""
+import json
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from PIL import Image
+
+FORGE = os.environ.get("I2V_FORGE_DIR")
+pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
+
+ANIMATEDIFF_DIR = "sd-webui-animatediff"
+FRAMES = 8
+SIZE = 64
+ADAPTER_FILE = "i2v_test_random.pth"
+
+
+def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, **extra):
+    animatediff = {"model": model, "enable": True, "video_length": frames, "batch_size": context or frames,
+                   "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"]}
+    scripts = {"AnimateDiff": {"args": [animatediff]}}
+    if i2v is not None:
+        scripts["I2V-Adapter"] = {"args": [i2v]}
+    return dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
+                sampler_name="Euler", seed=seed, alwayson_scripts=scripts, **extra)
+
+
+def level_difference(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        pytest.skip(f"nothing matching {pattern} in {folder}")
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def forge(tmp_path_factory):
+    import weight_fixtures
+    import webui_server
+
+    root = Path(FORGE)
+    webui_server.link_extension(root)
+    models = root / "models" / "I2V-Adapter"
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
+    python = os.environ.get("I2V_FORGE_PYTHON") or webui_server.python_for(root)
+    server = webui_server.WebUI(root, python, int(os.environ.get("I2V_FORGE_PORT", "7871")),
+                                tmp_path_factory.mktemp("forge") / "forge.log",
+                                shlex.split(os.environ.get("I2V_FORGE_ARGS", "")),
+                                launch_flags=webui_server.FORGE_LAUNCH_FLAGS,
+                                extra_env=webui_server.forge_cache_env())
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return _first(Path(FORGE) / "models" / "Stable-diffusion", "*.safetensors")
+
+
+@pytest.fixture(scope="module")
+def motion_module():
+    return _first(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*.safetensors").name
+
+
+@pytest.fixture(scope="module")
+def image():
+    x, y = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
+    pixels = np.stack([x * 4, y * 4, 255 - (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    pixels[20:44, 20:44] = (250, 200, 40)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def reference_frame_zero(checkpoint, image):
+    from vae_reference import ReferenceVAE
+
+    vae = ReferenceVAE(str(checkpoint))
+    return vae.decode_uint8(vae.encode_mean(image))
+
+
+def all_images(response) -> list[np.ndarray]:
+    """Every image of a response, GIF frames included, as arrays: what 'bit-identical' compares."""
+    import webui_server
+    from PIL import ImageSequence
+
+    assert response.status_code == 200, response.text[:500]
+    arrays = []
+    for item in response.json()["images"]:
+        picture = webui_server.decode_image(item)
+        arrays += [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(picture)]
+    return arrays
+
+
+def video_frames(response) -> list[np.ndarray]:
+    """The frames of an AnimateDiff video response: a GIF first, then one image per frame."""
+    import webui_server
+
+    assert response.status_code == 200, response.text[:500]
+    images = [webui_server.decode_image(item) for item in response.json()["images"]]
+    assert images[0].format == "GIF", "AnimateDiff did not make a video (its setup failed: see the Forge log)"
+    assert images[0].n_frames == len(images) - 1
+    return [np.asarray(image.convert("RGB")) for image in images[1:]]
+
+
+def timed_post(forge, path, body):
+    start = time.time()
+    response = forge.post(path, body)
+    print(f"{path}: {time.time() - start:.1f} s")
+    return response
+
+
+@pytest.fixture(scope="module")
+def baseline(forge, motion_module):
+    """AnimateDiff txt2img before I2V-Adapter ever ran in this server (whatever AnimateDiff makes of it)."""
+    return all_images(timed_post(forge, "/sdapi/v1/txt2img", payload(motion_module)))
+
+
+def test_img2img_video_starts_with_the_image(forge, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    encoded = webui_server.encode_png(image)
+    i2v = {"enable": True, "model": ADAPTER_FILE, "t0": 1.0, "p": 0.5}
+    runs = [timed_post(forge, "/sdapi/v1/img2img", payload(motion_module, seed=seed, i2v=i2v, init_images=[encoded],
+                                                           denoising_strength=0.5)) for seed in (1, 2)]
+    first, second = (video_frames(run) for run in runs)
+    assert len(first) == len(second) == FRAMES
+    print(f"img2img: frame 0 vs decode(z0) {level_difference(first[0], reference_frame_zero)} levels; "
+          f"frame 1 seed 1 vs seed 2 {level_difference(first[1], second[1])}; "
+          f"frame 1 vs decode(z0) {level_difference(first[1], reference_frame_zero)}")
+    assert level_difference(first[0], reference_frame_zero) <= 2
+    assert np.array_equal(first[0], second[0])  # frame 0 does not depend on the seed
+    assert level_difference(first[1], second[1]) > 10  # the other frames do
+    info = json.loads(runs[0].json()["info"])["infotexts"][0]
+    assert f"I2V-Adapter model: {ADAPTER_FILE}" in info and "Denoising strength: 1" in info
+
+
+def test_txt2img_with_the_panel_image(forge, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    i2v = {"enable": True, "image": webui_server.encode_png(image), "model": ""}
+    frames = video_frames(timed_post(forge, "/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
+    assert len(frames) == FRAMES
+    print(f"txt2img: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
+    assert level_difference(frames[0], reference_frame_zero) <= 2
+
+
+def test_long_video_with_context_windows(forge, motion_module, image, reference_frame_zero, baseline):
+    import webui_server
+
+    frames, context = 16, 8  # AnimateDiff's shifting windows leave frame 0 out of some UNet calls
+    i2v = {"enable": True, "model": ADAPTER_FILE}
+    response = timed_post(forge, "/sdapi/v1/img2img", payload(motion_module, frames=frames, context=context, i2v=i2v,
+                                                              init_images=[webui_server.encode_png(image)]))
+    video = video_frames(response)
+    assert len(video) == frames
+    print(f"{frames} frames, context {context}: frame 0 vs decode(z0) "
+          f"{level_difference(video[0], reference_frame_zero)} levels")
+    assert level_difference(video[0], reference_frame_zero) <= 2
+    summary = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+), "
+                         r"untouched: (\d+)", forge.log_text())[-1]
+    anchored, banked, unreferenced, untouched = map(int, summary)
+    print(f"attn1 calls: with frame 0 {anchored}, from the bank {banked}, without reference {unreferenced}, "
+          f"untouched {untouched}")
+    assert anchored > 0 and banked > 0  # windows without frame 0 still attended to it
+    assert unreferenced == untouched == 0
+
+
+def test_animatediff_off_is_refused(forge, motion_module, image, baseline):
+    import webui_server
+
+    body = payload(motion_module, i2v={"enable": True, "image": webui_server.encode_png(image)})
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["enable"] = False
+    response = forge.post("/sdapi/v1/txt2img", body)
+    assert response.status_code == 422
+    assert "enable AnimateDiff" in response.json()["detail"]
+
+
+def test_zz_extension_off_afterwards_is_bit_identical(forge, motion_module, baseline):
+    # Runs last (file order): after every I2V run and the refused request above.
+    after = all_images(timed_post(forge, "/sdapi/v1/txt2img", payload(motion_module)))
+    assert len(after) == len(baseline)
+    assert all(np.array_equal(a, b) for a, b in zip(after, baseline))
