@@ -11,6 +11,8 @@ from i2v_adapter.webui.ui import Panel
 HOST = forge.host()
 GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE else a1111.Generation
 UNSUPPORTED = forge.NEW_FORGE_REASON if HOST == forge.NEW_FORGE else None
+FORGE_IP_ADAPTER = ("I2V-Adapter: 'Use the image as IP-Adapter content' needs sd-webui-controlnet on A1111; on Forge, "
+                    "untick it and add an IP-Adapter unit with the same image in Forge's built-in ControlNet.")
 
 
 class I2VAdapterScript(scripts.Script):
@@ -52,6 +54,8 @@ class I2VAdapterScript(scripts.Script):
             return
         if params.enable and UNSUPPORTED:
             a1111.stop_with_message(p, UNSUPPORTED)
+        elif params.enable and params.ip_adapter and HOST != forge.A1111:
+            a1111.stop_with_message(p, FORGE_IP_ADAPTER)
         elif params.enable:
             a1111.begin(p, params, GENERATION)
 

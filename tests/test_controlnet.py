@@ -88,7 +88,7 @@ def test_request_dicts_become_units_and_batch_folders_become_batch_units(fake_co
     assert controlnet.convert_api_units(p) == 2
     first, second, third = p.script_args[1:4]
     assert isinstance(first, ControlNetUnit) and first.input_mode is InputMode.BATCH and first.batch_images == "poses/"
-    assert second.input_mode is InputMode.SIMPLE and second.image == "b64"
+    assert second.input_mode is InputMode.SIMPLE and second.image == "b64" and second.batch_images == ""
     assert third == ControlNetUnit()
     assert p.script_args[0] == "before" and p.script_args[4] == "after"  # other scripts' arguments untouched
 
@@ -110,6 +110,7 @@ def test_ip_adapter_unit_takes_the_first_free_slot(fake_controlnet):
     assert model == "ip-adapter-plus_sd15 [740d44d3]"
     unit = p.script_args[2]
     assert (unit.enabled, unit.module, unit.model, unit.weight) == (True, "ip-adapter-auto", model, 0.7)
+    assert unit.batch_images == ""  # AnimateDiff splits it for every enabled unit
     assert unit.image.shape == (16, 24, 3) and unit.image.dtype == np.uint8 and (unit.image == 90).all()
     assert p.script_args[1] is pose and p.script_args[3] == ControlNetUnit()
 

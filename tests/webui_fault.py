@@ -1,6 +1,6 @@
 """A throwaway WebUI extension that raises inside sampling, to prove cleanup after an exception.
 
-The WebUI tests write it into the WebUI's extensions folder for the duration of the session and remove it
+The WebUI tests write it into the WebUI's extensions folder for the duration of a test run and remove it
 afterwards. It does nothing unless the prompt contains MARKER.
 """
 from __future__ import annotations

@@ -46,6 +46,13 @@ def _replace_args(p, start: int, units: list) -> None:
     p.script_args = args
 
 
+def _ready_for_animatediff(unit):
+    # sd-webui-animatediff splits every enabled unit's batch_images; the UI sends "", the API default is None.
+    if getattr(unit, "batch_images", "") is None:
+        unit.batch_images = ""
+    return unit
+
+
 def convert_api_units(p) -> int:
     """Turn the request's ControlNet unit dicts into units; returns how many were converted.
 
@@ -62,7 +69,7 @@ def convert_api_units(p) -> int:
     for index, unit in enumerate(units):
         if not isinstance(unit, dict):
             continue
-        units[index] = api.to_processing_unit(unit)
+        units[index] = _ready_for_animatediff(api.to_processing_unit(unit))
         if unit.get("image") is None and unit.get("batch_images"):
             units[index].input_mode = type(units[index].input_mode)["BATCH"]
             units[index].batch_images = unit["batch_images"]
@@ -105,6 +112,7 @@ def use_image_as_ip_adapter_content(p, image, weight: float) -> str:
     for unit in units:
         if unit.enabled and _is_ip_adapter(str(unit.model)) and unit.image is None and not unit.batch_images:
             unit.image = pixels
+            _ready_for_animatediff(unit)
             _replace_args(p, slots[0], units)
             return str(unit.model)
     free = next((index for index, unit in enumerate(units) if not unit.enabled), None)
@@ -119,7 +127,8 @@ def use_image_as_ip_adapter_content(p, image, weight: float) -> str:
     module = choose_ip_adapter_preprocessor(api.get_modules())
     if module is None:
         raise ControlNetError("I2V-Adapter: this ControlNet has no IP-Adapter preprocessor; update sd-webui-controlnet.")
-    units[free] = api.ControlNetUnit(enabled=True, module=module, model=model, image=pixels, weight=weight)
+    units[free] = api.ControlNetUnit(enabled=True, module=module, model=model, image=pixels, weight=weight,
+                                     batch_images="")
     _replace_args(p, slots[0], units)
     log.info("I2V-Adapter: ControlNet unit %d: IP-Adapter %s with the image, weight %g", free, model, weight)
     return model
