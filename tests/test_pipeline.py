@@ -286,3 +286,19 @@ def test_motion_module_with_an_unknown_key_is_refused():
     original["down_blocks.0.motion_modules.0.temporal_transformer.extra.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match="unexpected"):
         motion_adapter_from_state_dict(original, heads=4, norm_groups=8)
+
+
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_single_file_text_encoder_keys_fit_with_or_without_text_model_prefix(with_prefix):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from i2v_adapter.pipeline.loading import _fit_text_model_prefix
+
+    model = CLIPTextModel(CLIPTextConfig(vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=8))
+    bare = {key.split("text_model.", 1)[-1]: value for key, value in model.state_dict().items()}
+    state = {("text_model." + key if with_prefix else key): value for key, value in bare.items()}
+    fitted = _fit_text_model_prefix(state, model)
+    assert set(fitted) == set(model.state_dict())
+    missing, unexpected = model.load_state_dict(fitted, strict=False)
+    assert not missing and not unexpected

@@ -83,6 +83,16 @@ def _load_state(model: torch.nn.Module, state_dict: dict, what: str, ignore=("po
                            f"unexpected {unexpected[:5]} ({len(unexpected)})")
 
 
+def _fit_text_model_prefix(state_dict: dict, model: torch.nn.Module, prefix: str = "text_model.") -> dict:
+    """Checkpoints name CLIP's weights with or without ``text_model.``; so do transformers versions."""
+    wants_prefix = any(key.startswith(prefix) for key in model.state_dict())
+    fitted = {}
+    for key, value in state_dict.items():
+        bare = key[len(prefix):] if key.startswith(prefix) else key
+        fitted[prefix + bare if wants_prefix else bare] = value
+    return fitted
+
+
 def _load_single_file(path: str, tokenizer_dir: str | None):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
@@ -101,7 +111,8 @@ def _load_single_file(path: str, tokenizer_dir: str | None):
     vae = AutoencoderKL(**SD15_VAE_CONFIG)
     _load_state(vae, convert_ldm_vae_checkpoint(checkpoint, vae.config), "VAE")
     text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
-    _load_state(text_encoder, convert_ldm_clip_checkpoint(checkpoint), "text encoder")
+    _load_state(text_encoder, _fit_text_model_prefix(convert_ldm_clip_checkpoint(checkpoint), text_encoder),
+                "text encoder")
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     return unet, vae, text_encoder, tokenizer
 
