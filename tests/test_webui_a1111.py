@@ -15,38 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from i2v_adapter.params import I2VParams
+from webui_requests import (ADAPTER_FILE, FRAMES, decoded_first_frame, first_file, level_difference, payload,
+                            test_image, write_test_adapter)
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
 
-FRAMES = 8
-SIZE = 64
-ADAPTER_FILE = "i2v_test_random.pth"
-
-
-def _first(folder: Path, pattern: str) -> Path:
-    found = sorted(folder.glob(pattern))
-    if not found:
-        pytest.skip(f"nothing matching {pattern} in {folder}")
-    return found[0]
-
-
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
-    import weight_fixtures
     import webui_fault
     import webui_server
 
     root = Path(WEBUI)
     webui_server.link_extension(root)
     webui_fault.install(root)
-    models = root / "models" / "I2V-Adapter"
-    models.mkdir(parents=True, exist_ok=True)
-    torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
+    models = write_test_adapter(root)
     (models / "broken.pth").write_bytes(b"not a weights file at all")
     server = webui_server.WebUI(root, webui_server.python_for(root), int(os.environ.get("I2V_WEBUI_PORT", "7861")),
                                 tmp_path_factory.mktemp("webui") / "webui.log",
@@ -61,35 +47,17 @@ def webui(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint():
-    return _first(Path(WEBUI) / "models" / "Stable-diffusion", "*.safetensors")
+    return first_file(Path(WEBUI) / "models" / "Stable-diffusion", "*.safetensors")
 
 
 @pytest.fixture(scope="module")
 def motion_module():
-    return _first(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*.safetensors").name
+    return first_file(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*.safetensors").name
 
 
 @pytest.fixture(scope="module")
 def image():
-    x, y = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
-    pixels = np.stack([x * 4, y * 4, 255 - (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
-    pixels[20:44, 20:44] = (250, 200, 40)
-    return Image.fromarray(pixels)
-
-
-def animatediff(model, frames=FRAMES, context=None, enable=True, **options):
-    return {"model": model, "enable": enable, "video_length": frames, "batch_size": context or frames,
-            "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"], **options}
-
-
-def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, animatediff_options=None, **extra):
-    scripts = {"AnimateDiff": {"args": [animatediff(model, frames, context, **(animatediff_options or {}))]}}
-    if i2v is not None:
-        scripts["I2V-Adapter"] = {"args": [i2v]}
-    body = dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
-                sampler_name="Euler", seed=seed, alwayson_scripts=scripts)
-    body.update(extra)
-    return body
+    return test_image()
 
 
 def frames_of(response) -> list[np.ndarray]:
@@ -101,16 +69,9 @@ def frames_of(response) -> list[np.ndarray]:
     return [np.asarray(image.convert("RGB")) for image in images[1:]]
 
 
-def level_difference(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.abs(a.astype(int) - b.astype(int)).max())
-
-
 @pytest.fixture(scope="module")
 def reference_frame_zero(checkpoint, image):
-    from vae_reference import ReferenceVAE
-
-    vae = ReferenceVAE(str(checkpoint))
-    return vae.decode_uint8(vae.encode_mean(image))
+    return decoded_first_frame(checkpoint, image)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +104,6 @@ def test_img2img_video_starts_with_the_image(webui, motion_module, image, refere
 
 def assert_infotext_round_trips(webui, infotext: str, expected):
     """The WebUI's own PNG-info parser hands our entries back unchanged."""
-    import webui_server
     from PIL import PngImagePlugin
 
     text = PngImagePlugin.PngInfo()

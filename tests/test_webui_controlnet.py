@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_webui_a1111 import (ADAPTER_FILE, FRAMES, SIZE, WEBUI, checkpoint, frames_of, image,  # noqa: F401
-                              level_difference, motion_module, payload, reference_frame_zero, webui)
+# The server and model fixtures are the A1111 module's (one server per module).
+from test_webui_a1111 import WEBUI, checkpoint, frames_of, image, motion_module, reference_frame_zero, webui  # noqa: F401
+from webui_requests import ADAPTER_FILE, FRAMES, SIZE, level_difference, payload
 
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
 

@@ -15,50 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
-from PIL import Image
+from webui_requests import (ADAPTER_FILE, FRAMES, decoded_first_frame, first_file, level_difference, payload,
+                            test_image, write_test_adapter)
 
 FORGE = os.environ.get("I2V_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
 
 ANIMATEDIFF_DIR = "sd-webui-animatediff"
-FRAMES = 8
-SIZE = 64
-ADAPTER_FILE = "i2v_test_random.pth"
-
-
-def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, **extra):
-    animatediff = {"model": model, "enable": True, "video_length": frames, "batch_size": context or frames,
-                   "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"]}
-    scripts = {"AnimateDiff": {"args": [animatediff]}}
-    if i2v is not None:
-        scripts["I2V-Adapter"] = {"args": [i2v]}
-    return dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
-                sampler_name="Euler", seed=seed, alwayson_scripts=scripts, **extra)
-
-
-def level_difference(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.abs(a.astype(int) - b.astype(int)).max())
-
-
-def _first(folder: Path, pattern: str) -> Path:
-    found = sorted(folder.glob(pattern))
-    if not found:
-        pytest.skip(f"nothing matching {pattern} in {folder}")
-    return found[0]
 
 
 @pytest.fixture(scope="module")
 def forge(tmp_path_factory):
-    import weight_fixtures
     import webui_server
 
     root = Path(FORGE)
     webui_server.link_extension(root)
-    models = root / "models" / "I2V-Adapter"
-    models.mkdir(parents=True, exist_ok=True)
-    torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
+    write_test_adapter(root)
     python = os.environ.get("I2V_FORGE_PYTHON") or webui_server.python_for(root)
     server = webui_server.WebUI(root, python, int(os.environ.get("I2V_FORGE_PORT", "7871")),
                                 tmp_path_factory.mktemp("forge") / "forge.log",
@@ -74,28 +46,22 @@ def forge(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint():
-    return _first(Path(FORGE) / "models" / "Stable-diffusion", "*.safetensors")
+    return first_file(Path(FORGE) / "models" / "Stable-diffusion", "*.safetensors")
 
 
 @pytest.fixture(scope="module")
 def motion_module():
-    return _first(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*.safetensors").name
+    return first_file(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*.safetensors").name
 
 
 @pytest.fixture(scope="module")
 def image():
-    x, y = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
-    pixels = np.stack([x * 4, y * 4, 255 - (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
-    pixels[20:44, 20:44] = (250, 200, 40)
-    return Image.fromarray(pixels)
+    return test_image()
 
 
 @pytest.fixture(scope="module")
 def reference_frame_zero(checkpoint, image):
-    from vae_reference import ReferenceVAE
-
-    vae = ReferenceVAE(str(checkpoint))
-    return vae.decode_uint8(vae.encode_mean(image))
+    return decoded_first_frame(checkpoint, image)
 
 
 def all_images(response) -> list[np.ndarray]:

@@ -1,0 +1,67 @@
+"""What the real-WebUI tests (A1111 and Forge) send and compare: payloads, the test image, files they need."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+FRAMES = 8
+SIZE = 64
+ADAPTER_FILE = "i2v_test_random.pth"
+
+
+def first_file(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        pytest.skip(f"nothing matching {pattern} in {folder}")
+    return found[0]
+
+
+def write_test_adapter(webui: Path) -> Path:
+    """Random adapter weights of the official layout, where the WebUI looks for them."""
+    import weight_fixtures
+
+    models = webui / "models" / "I2V-Adapter"
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(weight_fixtures.official_state_dict(dtype=torch.float16, seed=3), models / ADAPTER_FILE)
+    return models
+
+
+def test_image() -> Image.Image:
+    x, y = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
+    pixels = np.stack([x * 4, y * 4, 255 - (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    pixels[20:44, 20:44] = (250, 200, 40)
+    return Image.fromarray(pixels)
+
+
+test_image.__test__ = False  # a helper, not a test
+
+
+def decoded_first_frame(checkpoint: Path, image: Image.Image) -> np.ndarray:
+    """decode(z0) with a VAE built outside the WebUI: what frame 0 must look like."""
+    from vae_reference import ReferenceVAE
+
+    vae = ReferenceVAE(str(checkpoint))
+    return vae.decode_uint8(vae.encode_mean(image))
+
+
+def animatediff(model, frames=FRAMES, context=None, enable=True, **options):
+    return {"model": model, "enable": enable, "video_length": frames, "batch_size": context or frames,
+            "fps": 8, "closed_loop": "R-P", "format": ["GIF", "Frame"], **options}
+
+
+def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, animatediff_options=None, **extra):
+    scripts = {"AnimateDiff": {"args": [animatediff(model, frames, context, **(animatediff_options or {}))]}}
+    if i2v is not None:
+        scripts["I2V-Adapter"] = {"args": [i2v]}
+    body = dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
+                sampler_name="Euler", seed=seed, alwayson_scripts=scripts)
+    body.update(extra)
+    return body
+
+
+def level_difference(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
