@@ -161,12 +161,18 @@ class FirstFrameHooks:
     def installed(self) -> bool:
         return bool(self._handles)
 
+    def branches(self, layer_weights=None) -> dict[str, FirstFrameBranch]:
+        """One branch per attn1 layer; ``layer_weights(name)`` overrides where a layer's weights come from."""
+        if layer_weights is None:
+            layer_weights = self.weights.layers.get if self.weights is not None else (lambda name: None)
+        return {name: FirstFrameBranch(name, module, self.layout, layer_weights(name), self.settings)
+                for name, module in self.layers.items()}
+
     def install(self) -> "FirstFrameHooks":
         if self._handles:
             return self
-        for name, module in self.layers.items():
-            layer_weights = self.weights.layers[name] if self.weights is not None else None
-            branch = FirstFrameBranch(name, module, self.layout, layer_weights, self.settings)
+        for name, branch in self.branches().items():
+            module = self.layers[name]
             self._handles.append(module.register_forward_hook(_make_hook(branch), with_kwargs=True))
         _installed.append(self)
         return self

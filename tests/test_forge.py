@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 
-from i2v_adapter.hooks import BranchSettings, FirstFrameBranch, find_attn1_layers
+from i2v_adapter.hooks import BranchSettings, FirstFrameBranch, FirstFrameHooks, find_attn1_layers
 from i2v_adapter.layout import FrameLayout, Window
 from i2v_adapter.webui import forge
 
@@ -168,8 +168,7 @@ def forge_generation(frames=4):
     weights = models.random_adapter(unet)
     generation = object.__new__(forge.ForgeGeneration)
     generation.layout = FrameLayout(frames)
-    generation.hooks = types.SimpleNamespace(weights=weights, layers=find_attn1_layers(unet),
-                                             settings=BranchSettings(1.0))
+    generation.hooks = FirstFrameHooks(unet, generation.layout, weights)  # never installed on Forge
     generation.p = types.SimpleNamespace()
     generation.geometry = types.SimpleNamespace(frames=frames)
     generation.z0 = torch.randn(1, 4, 8, 8)

@@ -65,3 +65,15 @@ def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, animatediff_op
 
 def level_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def check_video_starts_with_the_image(first: list, second: list, reference: np.ndarray) -> None:
+    """Two videos of the same request with seeds 1 and 2: frame 0 is decode(z0) in both, frame 1 is not."""
+    assert len(first) == len(second) == FRAMES
+    print(f"img2img: frame 0 vs decode(z0) {level_difference(first[0], reference)} levels; "
+          f"frame 1 seed 1 vs seed 2 {level_difference(first[1], second[1])}; "
+          f"frame 1 vs decode(z0) {level_difference(first[1], reference)}")
+    assert level_difference(first[0], reference) <= 2
+    assert np.array_equal(first[0], second[0])  # frame 0 does not depend on the seed
+    assert level_difference(first[1], second[1]) > 10  # the other frames do
+    assert level_difference(first[1], reference) > 10

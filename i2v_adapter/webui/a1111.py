@@ -46,7 +46,6 @@ def active_generation() -> "Generation | None":
 
 def sweep(unet=None) -> None:
     """Remove everything any earlier generation may have left: hooks, wrappers, state."""
-    global _active
     if _active is not None:
         _active.stop()
     remove_all_hooks(*([unet] if unet is not None else []))
@@ -224,17 +223,27 @@ class Generation:
     def on_cfg_denoiser(self, params) -> None:
         if getattr(params.denoiser, "p", self.p) is not self.p or self.z0 is None:
             return
+        self.layout.begin_step(params.denoiser.step)
+        self.timestep_sampler = self.is_timestep_sampler(params.denoiser)
+        rows, sigma = self.model_input_first_frame_rows(params)
+        if rows:
+            params.x = clean_model_input(params.x, self.z0, rows, sigma)
+
+    def is_timestep_sampler(self, denoiser) -> bool:
+        """DDIM/PLMS/UniPC: inputs are not scaled by sigma and on_cfg_after_cfg sees eps, not x0."""
         from modules.sd_samplers_timesteps import CFGDenoiserTimesteps
 
-        self.layout.begin_step(params.denoiser.step)
-        self.timestep_sampler = isinstance(params.denoiser, CFGDenoiserTimesteps)
-        rows = len(params.x)
-        frames = self.geometry.frames
+        return isinstance(denoiser, CFGDenoiserTimesteps)
+
+    def model_input_first_frame_rows(self, params) -> tuple[list[int], torch.Tensor | None]:
+        """Rows of frame 0 in the denoiser's input, and the sigmas to scale z0 by (None: timestep samplers).
+
+        A1111 doubles the batch: [cond frames | uncond frames].
+        """
+        rows, frames = len(params.x), self.geometry.frames
         if rows < frames:
-            return
-        first_frame_rows = [0] if rows == frames else [0, rows - frames]
-        sigma = None if self.timestep_sampler else params.sigma
-        params.x = clean_model_input(params.x, self.z0, first_frame_rows, sigma)
+            return [], None
+        return ([0] if rows == frames else [0, rows - frames]), (None if self.timestep_sampler else params.sigma)
 
     def on_cfg_after_cfg(self, params) -> None:
         # k-diffusion: x is the denoised (x0) prediction; timestep samplers pass eps here: leave it.

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from ..adapter_weights import AdapterWeights, LayerWeights
-from ..anchor import clean_model_input
 from ..hooks import FirstFrameBranch
 from . import a1111
 
@@ -147,13 +146,10 @@ class ForgeGeneration(a1111.Generation):
     def install_branches(self) -> None:
         weights = self.hooks.weights
         self.module = AdapterModule(weights) if weights is not None else None
-        self.branches = {}
-        for name, attention in self.hooks.layers.items():
-            key = transformer_key(name)
-            if key is not None:
-                layer_weights = self.module.layer(name) if self.module is not None else None
-                self.branches[key] = FirstFrameBranch(name, attention, self.layout, layer_weights,
-                                                      self.hooks.settings)
+        # The branches read the module's parameters, so they follow wherever Forge moves the module.
+        layer_weights = self.module.layer if self.module is not None else None
+        self.branches = {transformer_key(name): branch for name, branch in self.hooks.branches(layer_weights).items()
+                         if transformer_key(name) is not None}
 
     def patch_unet(self, p) -> None:
         """Called before every sampling, after AnimateDiff put its motion modules on the UNet."""
@@ -165,13 +161,12 @@ class ForgeGeneration(a1111.Generation):
             unet.add_extra_torch_module_during_sampling(self.module, cast_to_unet_dtype=False)
         p.sd_model.forge_objects.unet = unet
 
-    def on_cfg_denoiser(self, params) -> None:
-        # Forge hands every sampler's input over in sigma space, the frames once: frame 0 is row 0.
-        if getattr(params.denoiser, "p", self.p) is not self.p or self.z0 is None:
-            return
-        self.layout.begin_step(params.denoiser.step)
-        if len(params.x) == self.geometry.frames:
-            params.x = clean_model_input(params.x, self.z0, [0], params.sigma)
+    def is_timestep_sampler(self, denoiser) -> bool:
+        return False  # Forge runs every sampler in sigma space
+
+    def model_input_first_frame_rows(self, params) -> tuple[list[int], torch.Tensor | None]:
+        # Forge hands the frames over once (not doubled): frame 0 is row 0.
+        return ([0] if len(params.x) == self.geometry.frames else []), params.sigma
 
 
 # -- sd-webui-animatediff forge/master and API requests -----------------------------------------------
