@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from i2v_adapter.params import I2VParams
-from webui_requests import (ADAPTER_FILE, FRAMES, check_video_starts_with_the_image, decoded_first_frame, first_file,
-                            level_difference, payload, test_image, write_test_adapter)
+from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_video_starts_with_the_image,
+                            decoded_first_frame, first_file, level_difference, payload, test_image,
+                            write_test_adapter)
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
@@ -151,13 +152,7 @@ def test_bad_input_gets_one_sentence(webui, motion_module, image, baseline, i2v,
 
 
 def test_animatediff_off_is_refused(webui, motion_module, image, baseline):
-    import webui_server
-
-    body = payload(motion_module, i2v={"enable": True, "image": webui_server.encode_png(image)})
-    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["enable"] = False
-    response = webui.post("/sdapi/v1/txt2img", body)
-    assert response.status_code == 422
-    assert "enable AnimateDiff" in response.json()["detail"]
+    check_animatediff_off_is_refused(webui, motion_module, image)
 
 
 def img2img_frames(webui, motion_module, image, **extra) -> list[np.ndarray]:

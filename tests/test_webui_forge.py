@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from webui_requests import (ADAPTER_FILE, FRAMES, check_video_starts_with_the_image, decoded_first_frame, first_file,
-                            level_difference, payload, test_image, write_test_adapter)
+from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_video_starts_with_the_image,
+                            decoded_first_frame, first_file, level_difference, payload, test_image,
+                            write_test_adapter)
 
 FORGE = os.environ.get("I2V_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
@@ -146,13 +147,7 @@ def test_long_video_with_context_windows(forge, motion_module, image, reference_
 
 
 def test_animatediff_off_is_refused(forge, motion_module, image, baseline):
-    import webui_server
-
-    body = payload(motion_module, i2v={"enable": True, "image": webui_server.encode_png(image)})
-    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["enable"] = False
-    response = forge.post("/sdapi/v1/txt2img", body)
-    assert response.status_code == 422
-    assert "enable AnimateDiff" in response.json()["detail"]
+    check_animatediff_off_is_refused(forge, motion_module, image)
 
 
 def test_zz_extension_off_afterwards_is_bit_identical(forge, motion_module, baseline):

@@ -77,3 +77,14 @@ def check_video_starts_with_the_image(first: list, second: list, reference: np.n
     assert np.array_equal(first[0], second[0])  # frame 0 does not depend on the seed
     assert level_difference(first[1], second[1]) > 10  # the other frames do
     assert level_difference(first[1], reference) > 10
+
+
+def check_animatediff_off_is_refused(server, motion_module, image) -> None:
+    """I2V on with AnimateDiff off: HTTP 422 and the sentence that says to enable AnimateDiff."""
+    import webui_server
+
+    body = payload(motion_module, i2v={"enable": True, "image": webui_server.encode_png(image)})
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["enable"] = False
+    response = server.post("/sdapi/v1/txt2img", body)
+    assert response.status_code == 422
+    assert "enable AnimateDiff" in response.json()["detail"]
