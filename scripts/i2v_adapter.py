@@ -11,8 +11,6 @@ from i2v_adapter.webui.ui import Panel
 HOST = forge.host()
 GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE else a1111.Generation
 UNSUPPORTED = forge.NEW_FORGE_REASON if HOST == forge.NEW_FORGE else None
-FORGE_IP_ADAPTER = ("I2V-Adapter: 'Use the image as IP-Adapter content' needs sd-webui-controlnet on A1111; on Forge, "
-                    "untick it and add an IP-Adapter unit with the same image in Forge's built-in ControlNet.")
 
 
 class I2VAdapterScript(scripts.Script):
@@ -31,15 +29,15 @@ class I2VAdapterScript(scripts.Script):
     def setup(self, p, *args):
         # Runs before every script's before_process: the only moment to shape the request
         # (ControlNet's units, Forge's AnimateDiff arguments) before sd-webui-animatediff reads it.
-        if HOST == forge.CLASSIC_FORGE:
-            forge.setup(p, args)
-        if HOST != forge.A1111:
+        if UNSUPPORTED:
             return
         try:
             params = a1111.parse_arguments(args)
         except ParamsError:
             return  # process() reports it
-        if params.enable:
+        if params.enable and HOST == forge.CLASSIC_FORGE:
+            forge.setup(p, params)
+        elif params.enable:
             a1111.prepare_controlnet(p, params)
 
     def process(self, p, *args):
@@ -54,8 +52,6 @@ class I2VAdapterScript(scripts.Script):
             return
         if params.enable and UNSUPPORTED:
             a1111.stop_with_message(p, UNSUPPORTED)
-        elif params.enable and params.ip_adapter and HOST != forge.A1111:
-            a1111.stop_with_message(p, FORGE_IP_ADAPTER)
         elif params.enable:
             a1111.begin(p, params, GENERATION)
 

@@ -4,64 +4,31 @@ Runs only when I2V_WEBUI_DIR is set (see test_webui_a1111.py) and the WebUI has 
 an SD1.5 OpenPose ControlNet and an SD1.5 IP-Adapter model (random weights are fine).
 """
 import json
-import re
 
-import numpy as np
 import pytest
-from PIL import Image
+import webui_requests
 
 # The server and model fixtures are the A1111 module's (one server per module).
 from test_webui_a1111 import WEBUI, checkpoint, frames_of, image, motion_module, reference_frame_zero, webui  # noqa: F401
-from webui_requests import ADAPTER_FILE, FRAMES, SIZE, level_difference, payload
+from webui_requests import (FRAMES, i2v_img2img, last_summary, level_difference, payload, pose_unit, with_units,
+                            write_pose_folder)
 
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
 
 
 @pytest.fixture(scope="module")
 def controlnet_models(webui):
-    response = webui.get("/controlnet/model_list")
-    if response.status_code != 200:
-        pytest.skip("sd-webui-controlnet is not installed")
-    models = response.json()["model_list"]
-    pose = next((m for m in models if "openpose" in m.lower()), None)
-    ip_adapter = next((m for m in models if "ip-adapter" in m.lower() and "xl" not in m.lower()), None)
-    if pose is None or ip_adapter is None:
-        pytest.skip(f"needs an OpenPose ControlNet and an SD1.5 IP-Adapter model, found {models}")
-    return {"pose": pose, "ip_adapter": ip_adapter}
+    return webui_requests.controlnet_models(webui)
 
 
 @pytest.fixture(scope="module")
 def pose_folder(tmp_path_factory):
-    """One control image per frame: a bar that moves to the right."""
-    folder = tmp_path_factory.mktemp("poses")
-    for frame in range(32):
-        pixels = np.zeros((SIZE, SIZE, 3), np.uint8)
-        pixels[8:56, frame + 8:frame + 16] = (255, 255, 255)
-        Image.fromarray(pixels).save(folder / f"{frame:04d}.png")
-    return folder
-
-
-def with_units(body: dict, *units) -> dict:
-    body["alwayson_scripts"]["ControlNet"] = {"args": list(units)}
-    return body
-
-
-def i2v_img2img(motion_module, image, frames=FRAMES, context=None, **i2v):
-    import webui_server
-
-    return payload(motion_module, frames=frames, context=context, init_images=[webui_server.encode_png(image)],
-                   i2v={"enable": True, "model": ADAPTER_FILE, **i2v})
-
-
-def last_summary(webui) -> dict:
-    line = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+)",
-                      webui.log_text())[-1]
-    return dict(zip(("anchored", "banked", "unreferenced"), map(int, line)))
+    return write_pose_folder(tmp_path_factory.mktemp("poses"))
 
 
 def test_pose_batch_with_context_windows(webui, motion_module, image, reference_frame_zero, controlnet_models,
                                          pose_folder):
-    pose = {"enabled": True, "module": "none", "model": controlnet_models["pose"], "batch_images": str(pose_folder)}
+    pose = pose_unit(controlnet_models["pose"], pose_folder)
     response = webui.post("/sdapi/v1/img2img", with_units(i2v_img2img(motion_module, image, 32, 16), pose))
     video = frames_of(response)[:32]
     assert len(video) == 32
@@ -75,7 +42,7 @@ def test_pose_batch_with_context_windows(webui, motion_module, image, reference_
 
 def test_pose_changes_the_frames_but_not_frame_zero(webui, motion_module, image, reference_frame_zero,
                                                     controlnet_models, pose_folder):
-    pose = {"enabled": True, "module": "none", "model": controlnet_models["pose"], "batch_images": str(pose_folder)}
+    pose = pose_unit(controlnet_models["pose"], pose_folder)
     posed = frames_of(webui.post("/sdapi/v1/img2img", with_units(i2v_img2img(motion_module, image), pose)))[:FRAMES]
     plain = frames_of(webui.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
     assert len(posed) == FRAMES
@@ -119,7 +86,7 @@ def test_reference_only_keeps_the_branch(webui, motion_module, image, reference_
 def test_animatediff_with_controlnet_through_the_api_makes_a_video(webui, motion_module, image, controlnet_models,
                                                                     pose_folder):
     # sd-webui-animatediff alone loses the video on API requests with ControlNet units; with I2V on it works.
-    pose = {"enabled": True, "module": "none", "model": controlnet_models["pose"], "batch_images": str(pose_folder)}
+    pose = pose_unit(controlnet_models["pose"], pose_folder)
     response = webui.post("/sdapi/v1/txt2img", with_units(payload(motion_module), pose))
     import webui_server
 

@@ -79,14 +79,15 @@ def all_images(response) -> list[np.ndarray]:
 
 
 def video_frames(response) -> list[np.ndarray]:
-    """The frames of an AnimateDiff video response: a GIF first, then one image per frame."""
+    """The frames of an AnimateDiff video response: a GIF first, then one image per frame (then ControlNet's maps)."""
     import webui_server
 
     assert response.status_code == 200, response.text[:500]
     images = [webui_server.decode_image(item) for item in response.json()["images"]]
     assert images[0].format == "GIF", "AnimateDiff did not make a video (its setup failed: see the Forge log)"
-    assert images[0].n_frames == len(images) - 1
-    return [np.asarray(image.convert("RGB")) for image in images[1:]]
+    frames = images[1:1 + images[0].n_frames]
+    assert len(frames) == images[0].n_frames
+    return [np.asarray(image.convert("RGB")) for image in frames]
 
 
 def timed_post(forge, path, body):

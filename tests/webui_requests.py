@@ -1,6 +1,7 @@
 """What the real-WebUI tests (A1111 and Forge) send and compare: payloads, the test image, files they need."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,50 @@ def check_animatediff_off_is_refused(server, motion_module, image) -> None:
     response = server.post("/sdapi/v1/txt2img", body)
     assert response.status_code == 422
     assert "enable AnimateDiff" in response.json()["detail"]
+
+
+# -- ControlNet (sd-webui-controlnet on A1111, the built-in one on Forge: the same requests) -------------
+
+def write_pose_folder(folder: Path, frames: int = 32) -> Path:
+    """One control image per frame: a bar that moves to the right."""
+    for frame in range(frames):
+        pixels = np.zeros((SIZE, SIZE, 3), np.uint8)
+        pixels[8:56, frame + 8:frame + 16] = (255, 255, 255)
+        Image.fromarray(pixels).save(folder / f"{frame:04d}.png")
+    return folder
+
+
+def controlnet_models(server) -> dict[str, str]:
+    """The OpenPose ControlNet and the SD1.5 IP-Adapter model the server lists; skips without them."""
+    response = server.get("/controlnet/model_list")
+    if response.status_code != 200:
+        pytest.skip("no ControlNet in this WebUI")
+    models = response.json()["model_list"]
+    pose = next((m for m in models if "openpose" in m.lower()), None)
+    ip_adapter = next((m for m in models if "ip-adapter" in m.lower() and "xl" not in m.lower()), None)
+    if pose is None or ip_adapter is None:
+        pytest.skip(f"needs an OpenPose ControlNet and an SD1.5 IP-Adapter model, found {models}")
+    return {"pose": pose, "ip_adapter": ip_adapter}
+
+
+def with_units(body: dict, *units) -> dict:
+    body["alwayson_scripts"]["ControlNet"] = {"args": list(units)}
+    return body
+
+
+def pose_unit(model: str, folder: Path) -> dict:
+    # batch_images is sd-webui-controlnet's field; the extension maps it onto Forge's batch_image_dir.
+    return {"enabled": True, "module": "none", "model": model, "batch_images": str(folder)}
+
+
+def i2v_img2img(motion_module, image, frames=FRAMES, context=None, **i2v) -> dict:
+    import webui_server
+
+    return payload(motion_module, frames=frames, context=context, init_images=[webui_server.encode_png(image)],
+                   i2v={"enable": True, "model": ADAPTER_FILE, **i2v})
+
+
+def last_summary(server) -> dict:
+    line = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+)",
+                      server.log_text())[-1]
+    return dict(zip(("anchored", "banked", "unreferenced"), map(int, line)))

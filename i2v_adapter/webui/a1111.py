@@ -112,6 +112,8 @@ def check_request(p, params: I2VParams):
 class Generation:
     """State and wrappers of one generation; stop() undoes everything, whatever happened."""
 
+    controlnet: controlnet.ControlNetHost = controlnet.EXTENSION
+
     def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
         self.p = p
         self.params = params
@@ -119,7 +121,7 @@ class Generation:
         self.image = _user_image(p, params)
         weights, self.weights_hash = self._weights()
         self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed,
-                                  skip_call=controlnet.reference_write_pass(p))
+                                  skip_call=self.controlnet.reference_write_pass(p))
         try:
             self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
         except WeightsError as error:
@@ -284,14 +286,14 @@ def encode_posterior_mean(p, image) -> torch.Tensor:
     return (mean * p.sd_model.scale_factor).to(device=devices.device, dtype=torch.float32)
 
 
-def prepare_controlnet(p, params: I2VParams) -> None:
+def prepare_controlnet(p, params: I2VParams, host: controlnet.ControlNetHost = controlnet.EXTENSION) -> None:
     """Before any script's before_process: ControlNet units from the API, and the IP-Adapter unit."""
     try:
-        converted = controlnet.convert_api_units(p)
+        converted = host.convert_api_units(p)
         if converted:
             log.info("I2V-Adapter: converted %d ControlNet unit(s) of the request for AnimateDiff", converted)
         if params.ip_adapter:
-            controlnet.use_image_as_ip_adapter_content(p, _user_image(p, params), params.ip_adapter_weight)
+            controlnet.use_image_as_ip_adapter_content(p, _user_image(p, params), params.ip_adapter_weight, host)
     except (controlnet.ControlNetError, I2VAdapterError, ImageInputError) as error:
         stop_with_message(p, str(error))
     except Exception as error:  # e.g. a unit dict ControlNet itself refuses

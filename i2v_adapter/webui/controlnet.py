@@ -1,82 +1,67 @@
-"""sd-webui-controlnet, seen from outside: its units, its IP-Adapter models, its reference pass.
+"""ControlNet seen from outside: its units, its IP-Adapter models, its reference pass.
 
-Everything goes through its public ``external_code`` module, found by trying to import it;
-without ControlNet every function here is a no-op or explains what is missing.
+Two ControlNets exist: the sd-webui-controlnet extension on A1111 (here, through its public
+``external_code`` module) and Forge's built-in one (``forge_controlnet``). Both speak the
+small interface of :class:`ControlNetHost`; what to do with it (fill an IP-Adapter unit
+with the image) is written once, in :func:`use_image_as_ip_adapter_content`.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 log = logging.getLogger("i2v_adapter")
-
-IP_ADAPTER_DOWNLOAD = (
-    "download ip-adapter-plus_sd15.safetensors (h94/IP-Adapter on Hugging Face, folder models) into "
-    "models/ControlNet (or extensions/sd-webui-controlnet/models) and press ControlNet's refresh button"
-)
-# Preprocessors that embed the image for SD1.5 IP-Adapter models, in order of preference.
-IP_ADAPTER_PREPROCESSORS = ("ip-adapter-auto", "ip-adapter_clip_sd15", "ip-adapter_clip_h")
 
 
 class ControlNetError(ValueError):
     """One sentence for the user."""
 
 
-def external_code():
-    """ControlNet's public API module, or None when the extension is absent."""
-    try:
-        from scripts import external_code as module  # the name sd-webui-controlnet publishes it under
-    except ImportError:
-        return None
-    return module if hasattr(module, "find_cn_script") and hasattr(module, "ControlNetUnit") else None
+class ControlNetHost:
+    """What the IP-Adapter option needs from a ControlNet; each ControlNet fills it in."""
+
+    missing = "I2V-Adapter: 'Use the image as IP-Adapter content' needs ControlNet: install it, or turn the option off."
+    no_preprocessor = "I2V-Adapter: this ControlNet has no IP-Adapter preprocessor; update it."
+    model_folders = "models/ControlNet"
+
+    def unit_range(self, p) -> tuple[int, int] | None:
+        """Where ControlNet's units are in ``p.script_args``; None without ControlNet."""
+        raise NotImplementedError
+
+    def as_unit(self, value) -> Any:
+        """A unit of this ControlNet from a request dict or a unit."""
+        raise NotImplementedError
+
+    def lacks_input(self, unit) -> bool:
+        raise NotImplementedError
+
+    def give_image(self, unit, pixels: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def new_ip_adapter_unit(self, module: str, model: str, pixels: np.ndarray, weight: float) -> Any:
+        raise NotImplementedError
+
+    def models(self) -> list[str]:
+        raise NotImplementedError
+
+    def ip_adapter_preprocessor(self, model: str, sdxl: bool) -> str | None:
+        raise NotImplementedError
+
+    def convert_api_units(self, p) -> int:
+        """Turn the request's unit dicts into units ready for AnimateDiff; returns how many were converted."""
+        raise NotImplementedError
+
+    def reference_write_pass(self, p) -> Callable[[], bool]:
+        """A test that is true while reference-only runs its write pass (rows = the reference image)."""
+        raise NotImplementedError
 
 
-def _unit_slots(p, api) -> tuple[int, int] | None:
-    script = api.find_cn_script(getattr(p, "scripts", None))
-    if script is None:
-        return None
-    return script.args_from, script.args_to
-
-
-def _replace_args(p, start: int, units: list) -> None:
+def replace_units(p, start: int, units: list) -> None:
     args = list(p.script_args)
     args[start:start + len(units)] = units
-    p.script_args = args
-
-
-def _ready_for_animatediff(unit):
-    # sd-webui-animatediff splits every enabled unit's batch_images; the UI sends "", the API default is None.
-    if getattr(unit, "batch_images", "") is None:
-        unit.batch_images = ""
-    return unit
-
-
-def convert_api_units(p) -> int:
-    """Turn the request's ControlNet unit dicts into units; returns how many were converted.
-
-    sd-webui-animatediff (v2.0.1-a) reads the units before ControlNet does and, in API mode,
-    fails on raw dicts, so AnimateDiff + ControlNet requests quietly lose their video. Units
-    without an image but with ``batch_images`` become batch units, as AnimateDiff intends.
-    """
-    api = external_code()
-    slots = _unit_slots(p, api) if api is not None else None
-    if slots is None:
-        return 0
-    units = list(p.script_args[slots[0]:slots[1]])
-    converted = 0
-    for index, unit in enumerate(units):
-        if not isinstance(unit, dict):
-            continue
-        units[index] = _ready_for_animatediff(api.to_processing_unit(unit))
-        if unit.get("image") is None and unit.get("batch_images"):
-            units[index].input_mode = type(units[index].input_mode)["BATCH"]
-            units[index].batch_images = unit["batch_images"]
-        converted += 1
-    if converted:
-        _replace_args(p, slots[0], units)
-    return converted
+    p.script_args = args if isinstance(p.script_args, list) else tuple(args)
 
 
 def _is_ip_adapter(name: str) -> bool:
@@ -93,56 +78,131 @@ def choose_ip_adapter_model(models: list[str], sdxl: bool) -> str | None:
     return candidates[0] if candidates else None
 
 
-def choose_ip_adapter_preprocessor(modules: list[str]) -> str | None:
-    return next((name for name in IP_ADAPTER_PREPROCESSORS if name in modules), None)
-
-
-def use_image_as_ip_adapter_content(p, image, weight: float) -> str:
+def use_image_as_ip_adapter_content(p, image, weight: float, controlnet: ControlNetHost) -> str:
     """Fill an IP-Adapter unit that has no image, or enable a free unit, with ``image``.
 
     Returns the model used. Raises ControlNetError with what to do when it cannot.
     """
-    api = external_code()
-    slots = _unit_slots(p, api) if api is not None else None
+    slots = controlnet.unit_range(p)
     if slots is None:
-        raise ControlNetError("I2V-Adapter: 'Use the image as IP-Adapter content' needs the sd-webui-controlnet "
-                              "extension: install it, or turn the option off.")
+        raise ControlNetError(controlnet.missing)
     pixels = np.asarray(image.convert("RGB"))
-    units = [api.to_processing_unit(unit) for unit in p.script_args[slots[0]:slots[1]]]
+    units = [controlnet.as_unit(unit) for unit in p.script_args[slots[0]:slots[1]]]
     for unit in units:
-        if unit.enabled and _is_ip_adapter(str(unit.model)) and unit.image is None and not unit.batch_images:
-            unit.image = pixels
-            _ready_for_animatediff(unit)
-            _replace_args(p, slots[0], units)
+        if unit.enabled and _is_ip_adapter(str(unit.model)) and controlnet.lacks_input(unit):
+            controlnet.give_image(unit, pixels)
+            replace_units(p, slots[0], units)
             return str(unit.model)
     free = next((index for index, unit in enumerate(units) if not unit.enabled), None)
     if free is None:
         raise ControlNetError(f"I2V-Adapter: all {len(units)} ControlNet units are in use; free one for the "
                               "IP-Adapter or raise ControlNet's 'Multi-ControlNet: max models' setting.")
     sdxl = bool(getattr(p.sd_model, "is_sdxl", False))
-    model = choose_ip_adapter_model(api.get_models(update=True), sdxl)
+    model = choose_ip_adapter_model(controlnet.models(), sdxl)
     if model is None:
-        raise ControlNetError(f"I2V-Adapter: no {'SDXL' if sdxl else 'SD1.5'} IP-Adapter model in ControlNet's "
-                              f"list: {IP_ADAPTER_DOWNLOAD}.")
-    module = choose_ip_adapter_preprocessor(api.get_modules())
+        raise ControlNetError(
+            f"I2V-Adapter: no {'SDXL' if sdxl else 'SD1.5'} IP-Adapter model in ControlNet's list: download "
+            f"ip-adapter-plus_sd15.safetensors (h94/IP-Adapter on Hugging Face, folder models) into "
+            f"{controlnet.model_folders} and press ControlNet's refresh button.")
+    module = controlnet.ip_adapter_preprocessor(model, sdxl)
     if module is None:
-        raise ControlNetError("I2V-Adapter: this ControlNet has no IP-Adapter preprocessor; update sd-webui-controlnet.")
-    units[free] = api.ControlNetUnit(enabled=True, module=module, model=model, image=pixels, weight=weight,
-                                     batch_images="")
-    _replace_args(p, slots[0], units)
+        raise ControlNetError(controlnet.no_preprocessor)
+    units[free] = controlnet.new_ip_adapter_unit(module, model, pixels, weight)
+    replace_units(p, slots[0], units)
     log.info("I2V-Adapter: ControlNet unit %d: IP-Adapter %s with the image, weight %g", free, model, weight)
     return model
 
 
-def reference_write_pass(p) -> Callable[[], bool]:
-    """A test that is true while ControlNet runs its reference write pass (rows = the reference image)."""
-    api = external_code()
-    script = api.find_cn_script(getattr(p, "scripts", None)) if api is not None else None
-    if script is None:
-        return lambda: False
+# -- the sd-webui-controlnet extension (A1111) ----------------------------------------------------------
 
-    def writing() -> bool:
-        machine = getattr(getattr(script, "latest_network", None), "attention_auto_machine", None)
-        return getattr(machine, "name", None) == "Write"
+# Preprocessors that embed the image for SD1.5 IP-Adapter models, in order of preference.
+IP_ADAPTER_PREPROCESSORS = ("ip-adapter-auto", "ip-adapter_clip_sd15", "ip-adapter_clip_h")
 
-    return writing
+
+def external_code():
+    """ControlNet's public API module, or None when the extension is absent."""
+    try:
+        from scripts import external_code as module  # the name sd-webui-controlnet publishes it under
+    except ImportError:
+        return None
+    return module if hasattr(module, "find_cn_script") and hasattr(module, "ControlNetUnit") else None
+
+
+def _ready_for_animatediff(unit):
+    # sd-webui-animatediff splits every enabled unit's batch_images; the UI sends "", the API default is None.
+    if getattr(unit, "batch_images", "") is None:
+        unit.batch_images = ""
+    return unit
+
+
+class ControlNetExtension(ControlNetHost):
+    """sd-webui-controlnet, through its public ``external_code`` module."""
+
+    missing = ("I2V-Adapter: 'Use the image as IP-Adapter content' needs the sd-webui-controlnet extension: "
+               "install it, or turn the option off.")
+    no_preprocessor = "I2V-Adapter: this ControlNet has no IP-Adapter preprocessor; update sd-webui-controlnet."
+    model_folders = "models/ControlNet (or extensions/sd-webui-controlnet/models)"
+
+    def unit_range(self, p):
+        api = external_code()
+        script = api.find_cn_script(getattr(p, "scripts", None)) if api is not None else None
+        return None if script is None else (script.args_from, script.args_to)
+
+    def as_unit(self, value):
+        return external_code().to_processing_unit(value)
+
+    def lacks_input(self, unit) -> bool:
+        return unit.image is None and not unit.batch_images
+
+    def give_image(self, unit, pixels):
+        unit.image = pixels
+        _ready_for_animatediff(unit)
+
+    def new_ip_adapter_unit(self, module, model, pixels, weight):
+        return external_code().ControlNetUnit(enabled=True, module=module, model=model, image=pixels, weight=weight,
+                                              batch_images="")
+
+    def models(self) -> list[str]:
+        return external_code().get_models(update=True)
+
+    def ip_adapter_preprocessor(self, model, sdxl):
+        modules = external_code().get_modules()
+        return next((name for name in IP_ADAPTER_PREPROCESSORS if name in modules), None)
+
+    def convert_api_units(self, p) -> int:
+        """sd-webui-animatediff (v2.0.1-a) reads the units before ControlNet does and, in API mode, fails on
+        raw dicts, so AnimateDiff + ControlNet requests quietly lose their video. Units without an image but
+        with ``batch_images`` become batch units, as AnimateDiff intends.
+        """
+        slots = self.unit_range(p)
+        if slots is None:
+            return 0
+        api = external_code()
+        units = list(p.script_args[slots[0]:slots[1]])
+        converted = 0
+        for index, unit in enumerate(units):
+            if not isinstance(unit, dict):
+                continue
+            units[index] = _ready_for_animatediff(api.to_processing_unit(unit))
+            if unit.get("image") is None and unit.get("batch_images"):
+                units[index].input_mode = type(units[index].input_mode)["BATCH"]
+                units[index].batch_images = unit["batch_images"]
+            converted += 1
+        if converted:
+            replace_units(p, slots[0], units)
+        return converted
+
+    def reference_write_pass(self, p):
+        api = external_code()
+        script = api.find_cn_script(getattr(p, "scripts", None)) if api is not None else None
+        if script is None:
+            return lambda: False
+
+        def writing() -> bool:
+            machine = getattr(getattr(script, "latest_network", None), "attention_auto_machine", None)
+            return getattr(machine, "name", None) == "Write"
+
+        return writing
+
+
+EXTENSION = ControlNetExtension()

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..adapter_weights import AdapterWeights, LayerWeights
 from ..hooks import FirstFrameBranch
-from . import a1111
+from . import a1111, forge_controlnet
 
 NEW_FORGE_REASON = (
     "This Forge cannot animate: I2V-Adapter needs AnimateDiff, which exists only for A1111 and classic Forge "
@@ -143,6 +143,8 @@ class AdapterModule(nn.Module):
 class ForgeGeneration(a1111.Generation):
     """An A1111 generation whose branches live in UnetPatcher clones and whose callbacks speak Forge."""
 
+    controlnet = forge_controlnet.BUILTIN
+
     def install_branches(self) -> None:
         weights = self.hooks.weights
         self.module = AdapterModule(weights) if weights is not None else None
@@ -175,23 +177,6 @@ ANIMATEDIFF_UI_MODULE = "scripts.animatediff_ui"
 _GUARD_TAG = "i2v_adapter_original"
 
 
-def _controlnet_units(p) -> list:
-    """Forge's ControlNet units of ``p``, API dicts turned into units, keeping only the enabled ones."""
-    for script in getattr(p.scripts, "alwayson_scripts", []):
-        if script.title().lower() != "controlnet":
-            continue
-        units = list(p.script_args[script.args_from:script.args_to])
-        if any(isinstance(unit, dict) for unit in units):
-            from lib_controlnet.external_code import ControlNetUnit
-
-            units = [ControlNetUnit.from_dict(unit) if isinstance(unit, dict) else unit for unit in units]
-            args = list(p.script_args)
-            args[script.args_from:script.args_to] = units
-            p.script_args = args if isinstance(p.script_args, list) else tuple(args)
-        return [unit for unit in units if getattr(unit, "enabled", False)]
-    return []
-
-
 def guard_animatediff_api(p) -> None:
     """Make AnimateDiff (forge/master, 2.0.2-f) see only enabled ControlNet units in this API request.
 
@@ -205,20 +190,16 @@ def guard_animatediff_api(p) -> None:
         return
 
     def get_controlnet_units(p):
-        return _controlnet_units(p)
+        return forge_controlnet.enabled_units(p)
 
     setattr(get_controlnet_units, _GUARD_TAG, current)
     module.get_controlnet_units = get_controlnet_units
 
 
-def setup(p, args) -> None:
-    """Script.setup on classic Forge: runs before any before_process, so before AnimateDiff reads the request."""
-    try:
-        enabled = a1111.parse_arguments(args).enable
-    except Exception:  # bad arguments are reported by process()
-        return
-    if enabled:
-        guard_animatediff_api(p)
+def setup(p, params) -> None:
+    """Script.setup on classic Forge, for a request with I2V-Adapter on: before AnimateDiff reads the request."""
+    guard_animatediff_api(p)
+    a1111.prepare_controlnet(p, params, forge_controlnet.BUILTIN)
 
 
 def sweep() -> None:
