@@ -41,8 +41,8 @@ class I2VParams:
     color_match: bool = _field(True, Knob("Colour match to the image", infotext="color match"))
     ip_adapter: bool = _field(False, Knob(
         "Use the image as IP-Adapter content", infotext="IP-Adapter",
-        help="Adds a ControlNet IP-Adapter unit with this image, as in the paper (needs sd-webui-controlnet "
-             "and an IP-Adapter model; plus preferred)."))
+        help="Adds a ControlNet IP-Adapter unit with this image, as in the paper (needs ControlNet: the "
+             "extension on A1111, the built-in one on Forge; and an IP-Adapter model, plus preferred)."))
     ip_adapter_weight: float = _field(1.0, Knob("IP-Adapter weight", infotext="IP-Adapter weight", minimum=0.0,
                                                 maximum=2.0, step=0.05))
 
