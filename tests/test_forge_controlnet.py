@@ -153,3 +153,15 @@ def test_reference_write_pass_follows_forges_reference_preprocessors(fake_forge)
 
 def test_forge_generations_use_the_builtin_controlnet():
     assert forge.ForgeGeneration.controlnet is forge_controlnet.BUILTIN
+
+
+def test_forge_classic_refuses_folders_its_controlnet_cannot_read(fake_forge, monkeypatch):
+    monkeypatch.setitem(sys.modules, "modules_forge.forge_version", types.SimpleNamespace(version="classic"))
+    single = processing([{"enabled": True, "model": MODELS[1], "image": "b64"}, OFF, OFF])
+    assert forge_controlnet.BUILTIN.convert_api_units(single) == 3
+    folder = processing([OFF, {"enabled": True, "model": MODELS[1], "batch_images": "poses/"}, OFF])
+    with pytest.raises(controlnet.ControlNetError, match="Forge Classic's ControlNet takes one picture"):
+        forge_controlnet.BUILTIN.convert_api_units(folder)
+    assert forge_controlnet.enabled_units(folder)[0].batch_image_dir == "poses/"  # AnimateDiff's view never raises
+    monkeypatch.setitem(sys.modules, "modules_forge.forge_version", types.SimpleNamespace(version="0.0.17v1.8.0rc"))
+    assert forge_controlnet.BUILTIN.convert_api_units(processing([OFF, {"enabled": True, "batch_images": "p/"}, OFF])) == 3

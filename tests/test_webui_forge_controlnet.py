@@ -6,6 +6,7 @@ OpenPose ControlNet and an SD1.5 IP-Adapter model; the IP-Adapter case also need
 are fine. The requests are the A1111 ones: the same API works on both.
 """
 import json
+from pathlib import Path
 
 import pytest
 import webui_requests
@@ -16,6 +17,12 @@ from webui_requests import (FRAMES, i2v_img2img, last_summary, level_difference,
                             write_pose_folder)
 
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
+
+
+def forge_classic() -> bool:
+    """Forge Classic (Haoming02): its ControlNet reads one picture per unit, no folders."""
+    version = Path(FORGE or ".") / "modules_forge" / "forge_version.py"
+    return version.exists() and 'version = "classic"' in version.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,18 @@ def pose_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pose(controlnet_models, pose_folder) -> dict:
+    """A folder with one pose per frame, or on Forge Classic one pose picture for every frame."""
+    import webui_server
+    from PIL import Image
+
+    if not forge_classic():
+        return pose_unit(controlnet_models["pose"], pose_folder)
+    picture = webui_server.encode_png(Image.open(pose_folder / "0004.png"))
+    return {"enabled": True, "module": "none", "model": controlnet_models["pose"], "image": picture}
+
+
+@pytest.fixture(scope="module")
 def plain_video(forge, motion_module, image):
     """The same img2img with I2V and without ControlNet, and the hook summary it logged."""
     frames = video_frames(forge.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
@@ -39,6 +58,12 @@ def test_pose_batch_with_context_windows(forge, motion_module, image, reference_
                                          pose_folder):
     body = with_units(i2v_img2img(motion_module, image, 16, 8), pose_unit(controlnet_models["pose"], pose_folder))
     response = forge.post("/sdapi/v1/img2img", body)
+    if forge_classic():
+        from i2v_adapter.webui.forge_controlnet import NO_FOLDERS
+
+        print(f"Forge Classic, pose folder: HTTP {response.status_code} {response.text[:200]}")
+        assert response.status_code == 422 and response.json()["detail"] == NO_FOLDERS
+        return
     video = video_frames(response)
     summary = last_summary(forge)
     print(f"pose batch, 16 frames, context 8: frame 0 vs decode(z0) {level_difference(video[0], reference_frame_zero)}"
@@ -49,9 +74,9 @@ def test_pose_batch_with_context_windows(forge, motion_module, image, reference_
     assert "ControlNet 0" in json.loads(response.json()["info"])["infotexts"][0]
 
 
-def test_pose_changes_the_frames_but_not_frame_zero(forge, motion_module, image, reference_frame_zero,
-                                                    controlnet_models, pose_folder, plain_video):
-    body = with_units(i2v_img2img(motion_module, image), pose_unit(controlnet_models["pose"], pose_folder))
+def test_pose_changes_the_frames_but_not_frame_zero(forge, motion_module, image, reference_frame_zero, pose,
+                                                    plain_video):
+    body = with_units(i2v_img2img(motion_module, image), pose)
     posed = video_frames(forge.post("/sdapi/v1/img2img", body))
     plain, _ = plain_video
     print(f"pose vs none: frame 1 differs by {level_difference(posed[1], plain[1])} levels")

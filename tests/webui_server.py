@@ -20,8 +20,9 @@ LAUNCH_FLAGS = [
     "--no-half", "--no-half-vae", "--api",
 ]
 
-# Classic Forge ignores A1111's CPU switch and needs its own; fp32 throughout, like the A1111 flags.
-FORGE_LAUNCH_FLAGS = [*LAUNCH_FLAGS, "--always-cpu", "--all-in-fp32"]
+# Forge ignores A1111's CPU and precision switches (Forge Classic refuses them) and has its own; fp32 throughout.
+_A1111_ONLY = ("--do-not-download-clip", "--use-cpu", "all", "--precision", "full")
+FORGE_LAUNCH_FLAGS = [*(flag for flag in LAUNCH_FLAGS if flag not in _A1111_ONLY), "--always-cpu", "--all-in-fp32"]
 
 
 def forge_cache_env(environ=os.environ) -> dict[str, str]:

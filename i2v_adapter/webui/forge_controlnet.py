@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .controlnet import ControlNetHost, replace_units
+from .controlnet import ControlNetError, ControlNetHost, replace_units
 
 # Forge's CLIP vision preprocessors for IP-Adapter: bigG only for SDXL models made for it.
 CLIP_H, CLIP_BIG_G = "CLIP-ViT-H (IPAdapter)", "CLIP-ViT-bigG (IPAdapter)"
@@ -27,6 +27,19 @@ def _external_code():
     from lib_controlnet import external_code
 
     return external_code
+
+
+def takes_folders() -> bool:
+    """Whether this Forge's ControlNet reads a folder of pictures per unit; Forge Classic's takes one picture."""
+    try:
+        from modules_forge.forge_version import version
+    except ImportError:
+        return True
+    return version != "classic"
+
+
+NO_FOLDERS = ("I2V-Adapter: Forge Classic's ControlNet takes one picture per unit, not a folder or video: give the "
+              "unit one picture (it then steers every frame), or use classic Forge or reForge for a control video.")
 
 
 def _unit_from_request(values: dict):
@@ -86,13 +99,10 @@ class BuiltinControlNet(ControlNetHost):
         return wanted if wanted in global_state.get_all_preprocessor_names() else None
 
     def convert_api_units(self, p) -> int:
-        slots = self.unit_range(p)
-        if slots is None:
-            return 0
-        units = list(p.script_args[slots[0]:slots[1]])
-        converted = sum(isinstance(unit, dict) for unit in units)
-        if converted:
-            replace_units(p, slots[0], [self.as_unit(unit) for unit in units])
+        converted = _convert_unit_dicts(p)
+        # Forge Classic's ControlNet would log an error per unit and generate without it.
+        if not takes_folders() and any(unit.input_mode.name != "SIMPLE" for unit in enabled_units(p)):
+            raise ControlNetError(NO_FOLDERS)
         return converted
 
     def reference_write_pass(self, p) -> Callable[[], bool]:
@@ -106,12 +116,23 @@ class BuiltinControlNet(ControlNetHost):
         return lambda: any(getattr(reference, "is_recording_style", False) for reference in references)
 
 
+def _convert_unit_dicts(p) -> int:
+    script = controlnet_script(p)
+    if script is None:
+        return 0
+    values = p.script_args[script.args_from:script.args_to]
+    converted = sum(isinstance(value, dict) for value in values)
+    if converted:
+        replace_units(p, script.args_from, [BUILTIN.as_unit(value) for value in values])
+    return converted
+
+
 def enabled_units(p) -> list:
     """The enabled units of Forge's ControlNet in ``p``, request dicts turned into units first."""
     script = controlnet_script(p)
     if script is None:
         return []
-    BUILTIN.convert_api_units(p)
+    _convert_unit_dicts(p)
     return [unit for unit in p.script_args[script.args_from:script.args_to] if getattr(unit, "enabled", False)]
 
 

@@ -1,0 +1,92 @@
+"""The new Forge (``backend/``, gradio 4): no AnimateDiff exists there, so the extension must load, show its
+panel, refuse an enabled request with one sentence, and change nothing else.
+
+Runs only when I2V_NEW_FORGE_DIR points at a checkout of lllyasviel/stable-diffusion-webui-forge ``main`` with
+an SD1.5 checkpoint (random weights are fine). Optional: I2V_NEW_FORGE_PYTHON, I2V_NEW_FORGE_PORT (default
+7872), I2V_NEW_FORGE_ARGS (extra launch flags).
+"""
+import os
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from webui_requests import SIZE, test_image
+
+from i2v_adapter.webui.forge import NEW_FORGE_REASON
+
+NEW_FORGE = os.environ.get("I2V_NEW_FORGE_DIR")
+pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import webui_server
+
+    root = Path(NEW_FORGE)
+    webui_server.link_extension(root)
+    python = os.environ.get("I2V_NEW_FORGE_PYTHON") or webui_server.python_for(root)
+    webui = webui_server.WebUI(root, python, int(os.environ.get("I2V_NEW_FORGE_PORT", "7872")),
+                               tmp_path_factory.mktemp("new-forge") / "forge.log",
+                               shlex.split(os.environ.get("I2V_NEW_FORGE_ARGS", "")),
+                               launch_flags=webui_server.FORGE_LAUNCH_FLAGS, extra_env=webui_server.forge_cache_env())
+    try:
+        webui.wait()
+        yield webui
+    finally:
+        webui.stop()
+
+
+def txt2img(i2v=None) -> dict:
+    body = dict(prompt="a cat", steps=2, width=SIZE, height=SIZE, cfg_scale=7, sampler_name="Euler", seed=1)
+    if i2v is not None:
+        body["alwayson_scripts"] = {"I2V-Adapter": {"args": [i2v]}}
+    return body
+
+
+def pictures(response) -> list[np.ndarray]:
+    import webui_server
+
+    assert response.status_code == 200, response.text[:500]
+    return [np.asarray(webui_server.decode_image(item).convert("RGB")) for item in response.json()["images"]]
+
+
+@pytest.fixture(scope="module")
+def baseline(server):
+    """A plain txt2img before the extension ever got a request in this server."""
+    return pictures(server.post("/sdapi/v1/txt2img", txt2img()))
+
+
+def test_the_extension_loads_without_errors(server):
+    scripts = server.get("/sdapi/v1/scripts").json()
+    assert "i2v-adapter" in scripts["txt2img"] and "i2v-adapter" in scripts["img2img"]
+    tracebacks = re.split(r"Traceback \(most recent call last\)", server.log_text())[1:]
+    ours = [block[:400] for block in tracebacks if "i2v" in block.lower()]
+    assert ours == []
+
+
+def test_the_panel_says_why_it_cannot_animate(server):
+    components = server.get("/config").json()["components"]
+    elem_ids = {c.get("props", {}).get("elem_id") for c in components}
+    texts = [c.get("props", {}).get("value") for c in components if c.get("type") == "markdown"]
+    print(f"panel components: {sorted(e for e in elem_ids if e and 'i2v_adapter' in e)}")
+    assert {"txt2img_i2v_adapter_enable", "img2img_i2v_adapter_enable", "txt2img_i2v_adapter_model"} <= elem_ids
+    assert texts.count(NEW_FORGE_REASON) == 2  # txt2img and img2img
+
+
+def test_an_enabled_request_is_refused_with_the_sentence(server, baseline):
+    import webui_server
+
+    response = server.post("/sdapi/v1/txt2img", txt2img({"enable": True,
+                                                          "image": webui_server.encode_png(test_image())}))
+    print(f"enabled request: HTTP {response.status_code} {response.text[:300]}")
+    assert response.status_code == 422
+    assert response.json()["detail"] == NEW_FORGE_REASON
+
+
+def test_zz_requests_without_the_extension_are_bit_identical(server, baseline):
+    # Runs last (file order): after the refused request above.
+    for body in (txt2img(), txt2img({"enable": False})):
+        after = pictures(server.post("/sdapi/v1/txt2img", body))
+        assert len(after) == len(baseline) and all(np.array_equal(a, b) for a, b in zip(after, baseline))
