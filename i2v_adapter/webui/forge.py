@@ -28,8 +28,8 @@ from ..hooks import FirstFrameBranch
 from . import a1111, forge_controlnet
 
 NEW_FORGE_REASON = (
-    "This Forge cannot animate: I2V-Adapter needs AnimateDiff, which exists only for A1111 and classic Forge "
-    "(sd-webui-animatediff's forge/master branch), not for this Forge's new backend."
+    "This Forge cannot animate: I2V-Adapter needs AnimateDiff, which exists for A1111 and for classic Forge, "
+    "reForge and Forge Classic (sd-webui-animatediff's forge/master branch), not for this Forge's new backend."
 )
 
 A1111, CLASSIC_FORGE, NEW_FORGE = "a1111", "forge", "new-forge"
