@@ -61,8 +61,12 @@ def baseline(server):
 def test_the_extension_loads_without_errors(server):
     scripts = server.get("/sdapi/v1/scripts").json()
     assert "i2v-adapter" in scripts["txt2img"] and "i2v-adapter" in scripts["img2img"]
-    tracebacks = re.split(r"Traceback \(most recent call last\)", server.log_text())[1:]
-    ours = [block[:400] for block in tracebacks if "i2v" in block.lower()]
+    # The WebUI reports each failure as a block from "*** message" to "---". A test checkout has no git
+    # remote, so the WebUI's "Failed reading extension data from Git" about it is expected.
+    errors = re.findall(r"^\*\*\* (.*?)^---$", server.log_text(), re.MULTILINE | re.DOTALL)
+    ours = [block[:300] for block in errors
+            if "i2v" in block.lower() and not block.startswith("Failed reading extension data")]
+    print(f"startup error blocks: {len(errors)}, about I2V-Adapter: {len(ours)}")
     assert ours == []
 
 
@@ -71,8 +75,13 @@ def test_the_panel_says_why_it_cannot_animate(server):
     elem_ids = {c.get("props", {}).get("elem_id") for c in components}
     texts = [c.get("props", {}).get("value") for c in components if c.get("type") == "markdown"]
     print(f"panel components: {sorted(e for e in elem_ids if e and 'i2v_adapter' in e)}")
-    assert {"txt2img_i2v_adapter_enable", "img2img_i2v_adapter_enable", "txt2img_i2v_adapter_model"} <= elem_ids
+    assert {"txt2img_i2v_adapter", "img2img_i2v_adapter", "txt2img_i2v_adapter_model"} <= elem_ids
     assert texts.count(NEW_FORGE_REASON) == 2  # txt2img and img2img
+    # Nothing in the page can switch the extension on: opening the panel must not make generations fail.
+    enables = [c for c in components if c.get("props", {}).get("elem_id", "").endswith("i2v_adapter_enable")]
+    assert len(enables) == 2
+    assert all(c["type"] == "checkbox" and c["props"]["value"] is False and c["props"]["visible"] is False
+               for c in enables)
 
 
 def test_an_enabled_request_is_refused_with_the_sentence(server, baseline):

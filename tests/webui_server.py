@@ -61,7 +61,8 @@ class WebUI:
                 raise RuntimeError(f"the WebUI exited with {self.process.returncode}; see {self.log.name}")
             try:
                 response = requests.get(f"{self.url}/sdapi/v1/sd-models", timeout=5)
-                if response.ok and isinstance(response.json(), list):
+                # The new Forge answers before its scripts' default arguments exist: wait for the startup line too.
+                if response.ok and isinstance(response.json(), list) and "Startup time" in self.log_text():
                     return
             except (requests.RequestException, ValueError):
                 pass

@@ -38,8 +38,16 @@ class Panel:
 
         tab = "img2img" if is_img2img else "txt2img"
         prefix = f"{tab}_i2v_adapter"
-        with InputAccordion(False, label="I2V-Adapter", elem_id=f"{prefix}_enable") as self.enable:
+        self.unsupported = unsupported
+        if unsupported:
+            # Opening an InputAccordion ticks it: here that would make the next plain generation fail.
+            panel = gr.Accordion("I2V-Adapter", open=False, elem_id=prefix)
+        else:
+            panel = self.enable = InputAccordion(False, label="I2V-Adapter", elem_id=f"{prefix}_enable")
+        with panel:
             gr.Markdown(unsupported or (HINT_IMG2IMG if is_img2img else HINT_TXT2IMG))
+            if unsupported:
+                self.enable = gr.Checkbox(value=False, visible=False, elem_id=f"{prefix}_enable")
             self.image = gr.Image(label="Image (frame 0)", type="pil", elem_id=f"{prefix}_image")
             with gr.Row():
                 self.model = gr.Dropdown(choices=model_files.choices(), value=model_files.TRAINING_FREE_LABEL,
@@ -69,6 +77,8 @@ class Panel:
 
     @property
     def infotext_fields(self) -> list:
+        if self.unsupported:
+            return []  # pasting an I2V-Adapter infotext must not switch on what cannot run here
         entries = [(self.enable, lambda d: INFOTEXT_PREFIX in d),
                    (self.model, lambda d: gr.update(value=_pasted_model(d)))]
         for name in ("scale", "t0", "p", "blur_sigma", "color_match", "ip_adapter", "ip_adapter_weight"):
