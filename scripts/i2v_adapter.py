@@ -36,9 +36,9 @@ class I2VAdapterScript(scripts.Script):
         except ParamsError:
             return  # process() reports it
         if params.enable and HOST == forge.CLASSIC_FORGE:
-            forge.setup(p, params)
-        elif params.enable:
-            a1111.prepare_controlnet(p, params)
+            forge.guard_animatediff_api(p)
+        if params.enable:
+            a1111.prepare_controlnet(p, params, GENERATION.controlnet)
 
     def process(self, p, *args):
         # Runs for every generation, enabled or not: first remove anything a failed run left behind.

@@ -196,12 +196,6 @@ def guard_animatediff_api(p) -> None:
     module.get_controlnet_units = get_controlnet_units
 
 
-def setup(p, params) -> None:
-    """Script.setup on classic Forge, for a request with I2V-Adapter on: before AnimateDiff reads the request."""
-    guard_animatediff_api(p)
-    a1111.prepare_controlnet(p, params, forge_controlnet.BUILTIN)
-
-
 def sweep() -> None:
     """Undo :func:`guard_animatediff_api` (a no-op where it was never applied)."""
     module = sys.modules.get(ANIMATEDIFF_UI_MODULE)

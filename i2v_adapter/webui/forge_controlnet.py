@@ -42,6 +42,11 @@ NO_FOLDERS = ("I2V-Adapter: Forge Classic's ControlNet takes one picture per uni
               "unit one picture (it then steers every frame), or use classic Forge or reForge for a control video.")
 
 
+def as_unit(value):
+    """A unit of Forge's ControlNet from a request dict (or the unit itself)."""
+    return _unit_from_request(value) if isinstance(value, dict) else value
+
+
 def _unit_from_request(values: dict):
     """A unit from an API dict, read the way the A1111 ControlNet reads it, so that one request works on both.
 
@@ -73,7 +78,7 @@ class BuiltinControlNet(ControlNetHost):
         return None if script is None else (script.args_from, script.args_to)
 
     def as_unit(self, value):
-        return _unit_from_request(value) if isinstance(value, dict) else value
+        return as_unit(value)
 
     def lacks_input(self, unit) -> bool:
         return unit.image is None and unit.input_mode.name == "SIMPLE"
@@ -123,7 +128,7 @@ def _convert_unit_dicts(p) -> int:
     values = p.script_args[script.args_from:script.args_to]
     converted = sum(isinstance(value, dict) for value in values)
     if converted:
-        replace_units(p, script.args_from, [BUILTIN.as_unit(value) for value in values])
+        replace_units(p, script.args_from, [as_unit(value) for value in values])
     return converted
 
 
