@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import shlex
 import threading
 import time
 from pathlib import Path
@@ -31,18 +30,11 @@ def webui(tmp_path_factory):
     import webui_server
 
     root = Path(WEBUI)
-    webui_server.link_extension(root)
     webui_fault.install(root)
     models = write_test_adapter(root)
     (models / "broken.pth").write_bytes(b"not a weights file at all")
-    server = webui_server.WebUI(root, webui_server.python_for(root), int(os.environ.get("I2V_WEBUI_PORT", "7861")),
-                                tmp_path_factory.mktemp("webui") / "webui.log",
-                                shlex.split(os.environ.get("I2V_WEBUI_ARGS", "")))
-    try:
-        server.wait()
+    with webui_server.running(root, "I2V_WEBUI", 7861, tmp_path_factory.mktemp("webui") / "webui.log") as server:
         yield server
-    finally:
-        server.stop()
         webui_fault.remove(root)
 
 

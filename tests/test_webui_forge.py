@@ -9,7 +9,6 @@ Forge's ControlNet slots must not stop I2V requests.
 import json
 import os
 import re
-import shlex
 import time
 from pathlib import Path
 
@@ -30,19 +29,10 @@ def forge(tmp_path_factory):
     import webui_server
 
     root = Path(FORGE)
-    webui_server.link_extension(root)
     write_test_adapter(root)
-    python = os.environ.get("I2V_FORGE_PYTHON") or webui_server.python_for(root)
-    server = webui_server.WebUI(root, python, int(os.environ.get("I2V_FORGE_PORT", "7871")),
-                                tmp_path_factory.mktemp("forge") / "forge.log",
-                                shlex.split(os.environ.get("I2V_FORGE_ARGS", "")),
-                                launch_flags=webui_server.FORGE_LAUNCH_FLAGS,
-                                extra_env=webui_server.forge_cache_env())
-    try:
-        server.wait()
+    with webui_server.running(root, "I2V_FORGE", 7871, tmp_path_factory.mktemp("forge") / "forge.log",
+                              forge=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

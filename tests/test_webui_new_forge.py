@@ -7,7 +7,6 @@ an SD1.5 checkpoint (random weights are fine). Optional: I2V_NEW_FORGE_PYTHON, I
 """
 import os
 import re
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +23,9 @@ pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not 
 def server(tmp_path_factory):
     import webui_server
 
-    root = Path(NEW_FORGE)
-    webui_server.link_extension(root)
-    python = os.environ.get("I2V_NEW_FORGE_PYTHON") or webui_server.python_for(root)
-    webui = webui_server.WebUI(root, python, int(os.environ.get("I2V_NEW_FORGE_PORT", "7872")),
-                               tmp_path_factory.mktemp("new-forge") / "forge.log",
-                               shlex.split(os.environ.get("I2V_NEW_FORGE_ARGS", "")),
-                               launch_flags=webui_server.FORGE_LAUNCH_FLAGS, extra_env=webui_server.forge_cache_env())
-    try:
-        webui.wait()
+    with webui_server.running(Path(NEW_FORGE), "I2V_NEW_FORGE", 7872,
+                              tmp_path_factory.mktemp("new-forge") / "forge.log", forge=True) as webui:
         yield webui
-    finally:
-        webui.stop()
 
 
 def txt2img(i2v=None) -> dict:

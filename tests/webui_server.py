@@ -4,9 +4,11 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shlex
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -112,6 +114,23 @@ class WebUI:
         self.log.close()
 
 
+@contextmanager
+def running(root: Path, settings: str, default_port: int, log_path: Path, forge: bool = False):
+    """The WebUI at ``root`` with this extension linked in, started as the ``<settings>_PYTHON``, ``_PORT`` and
+    ``_ARGS`` variables say, ready for requests; stopped afterwards."""
+    link_extension(root)
+    server = WebUI(root, os.environ.get(f"{settings}_PYTHON") or sys.executable,
+                   int(os.environ.get(f"{settings}_PORT", default_port)), log_path,
+                   shlex.split(os.environ.get(f"{settings}_ARGS", "")),
+                   launch_flags=FORGE_LAUNCH_FLAGS if forge else LAUNCH_FLAGS,
+                   extra_env=forge_cache_env() if forge else None)
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
 def encode_png(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
@@ -120,7 +139,3 @@ def encode_png(image: Image.Image) -> str:
 
 def decode_image(text: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(text.split(",", 1)[-1])))
-
-
-def python_for(webui: Path) -> str:
-    return os.environ.get("I2V_WEBUI_PYTHON") or sys.executable
