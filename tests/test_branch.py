@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from i2v_adapter.hooks import FirstFrameHooks, find_attn1_layers, installed_hook_count, remove_all_hooks
-from i2v_adapter.layout import FrameLayout, Window
+from i2v_adapter.layout import FrameLayout
 
 import models
 

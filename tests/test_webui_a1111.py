@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from i2v_adapter.params import I2VParams
-from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_video_starts_with_the_image,
-                            decoded_first_frame, first_file, level_difference, payload, test_image,
-                            write_test_adapter)
+from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_frame_zero,
+                            check_long_video, check_video_starts_with_the_image, decoded_first_frame, first_file,
+                            level_difference, payload, test_image, video_frames, write_test_adapter)
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
@@ -53,15 +53,6 @@ def image():
     return test_image()
 
 
-def frames_of(response) -> list[np.ndarray]:
-    import webui_server
-
-    assert response.status_code == 200, response.text[:500]
-    images = [webui_server.decode_image(item) for item in response.json()["images"]]
-    assert images[0].format == "GIF"
-    return [np.asarray(image.convert("RGB")) for image in images[1:]]
-
-
 @pytest.fixture(scope="module")
 def reference_frame_zero(checkpoint, image):
     return decoded_first_frame(checkpoint, image)
@@ -70,7 +61,7 @@ def reference_frame_zero(checkpoint, image):
 @pytest.fixture(scope="module")
 def baseline(webui, motion_module):
     """AnimateDiff txt2img before I2V-Adapter ever ran in this server."""
-    return frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+    return video_frames(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
 
 
 def test_img2img_video_starts_with_the_image(webui, motion_module, image, reference_frame_zero, baseline):
@@ -80,7 +71,7 @@ def test_img2img_video_starts_with_the_image(webui, motion_module, image, refere
     i2v = {"enable": True, "model": ADAPTER_FILE, "t0": 1.0, "p": 0.5}
     runs = [webui.post("/sdapi/v1/img2img", payload(motion_module, seed=seed, i2v=i2v, init_images=[encoded],
                                                      denoising_strength=0.5)) for seed in (1, 2)]
-    first, second = (frames_of(run) for run in runs)
+    first, second = (video_frames(run) for run in runs)
     check_video_starts_with_the_image(first, second, reference_frame_zero)
     info = json.loads(runs[0].json()["info"])["infotexts"][0]
     assert f"I2V-Adapter model: {ADAPTER_FILE}" in info and "I2V-Adapter hash: " in info
@@ -107,10 +98,9 @@ def test_txt2img_with_the_panel_image(webui, motion_module, image, reference_fra
     import webui_server
 
     i2v = {"enable": True, "image": webui_server.encode_png(image), "model": ""}
-    frames = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
+    frames = video_frames(webui.post("/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
     assert len(frames) == FRAMES
-    print(f"txt2img: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero("txt2img", frames[0], reference_frame_zero)
 
 
 @pytest.mark.parametrize("frames,context", [(32, 16), (64, 16)])
@@ -120,11 +110,7 @@ def test_long_video_with_context_windows(webui, motion_module, image, reference_
     i2v = {"enable": True, "model": ADAPTER_FILE}
     response = webui.post("/sdapi/v1/img2img", payload(motion_module, frames=frames, context=context, i2v=i2v,
                                                        init_images=[webui_server.encode_png(image)]))
-    video = frames_of(response)
-    assert len(video) == frames
-    print(f"{frames} frames, context {context}: frame 0 vs decode(z0) "
-          f"{level_difference(video[0], reference_frame_zero)} levels")
-    assert level_difference(video[0], reference_frame_zero) <= 2
+    check_long_video(webui, video_frames(response), frames, reference_frame_zero)
 
 
 @pytest.mark.parametrize("i2v,extra,message", [
@@ -153,15 +139,14 @@ def img2img_frames(webui, motion_module, image, **extra) -> list[np.ndarray]:
     i2v = {"enable": True, "model": ADAPTER_FILE, **extra.pop("i2v", {})}
     response = webui.post("/sdapi/v1/img2img", payload(motion_module, i2v=i2v, init_images=[webui_server.encode_png(image)],
                                                        **extra))
-    return frames_of(response)
+    return video_frames(response)
 
 
 @pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M", "LCM"])
 def test_samplers_keep_frame_zero(webui, motion_module, image, reference_frame_zero, baseline, sampler):
     frames = img2img_frames(webui, motion_module, image, sampler_name=sampler, steps=3)
     assert len(frames) == FRAMES
-    print(f"{sampler}: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero(sampler, frames[0], reference_frame_zero)
     assert level_difference(frames[1], reference_frame_zero) > 10
 
 
@@ -174,8 +159,7 @@ def test_samplers_keep_frame_zero(webui, motion_module, image, reference_frame_z
 def test_generation_options_keep_frame_zero(webui, motion_module, image, reference_frame_zero, baseline, case, extra):
     frames = img2img_frames(webui, motion_module, image, **extra)
     assert len(frames) == FRAMES
-    print(f"{case}: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero(case, frames[0], reference_frame_zero)
 
 
 def test_batch_count_two_makes_two_videos_from_the_image(webui, motion_module, image, reference_frame_zero, baseline):
@@ -219,7 +203,7 @@ def test_xyz_plot_axes(webui, motion_module, image, reference_frame_zero, baseli
 
 
 def assert_clean(webui, motion_module, baseline):
-    after = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+    after = video_frames(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
     assert all(np.array_equal(a, b) for a, b in zip(after, baseline))
 
 
@@ -257,13 +241,12 @@ def test_exception_inside_sampling_cleans_up(webui, motion_module, image, baseli
 def test_reload_ui_then_generate(webui, motion_module, image, reference_frame_zero, baseline):
     webui.reload_ui()
     frames = img2img_frames(webui, motion_module, image)
-    print(f"after Reload UI: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero("after Reload UI", frames[0], reference_frame_zero)
     assert_clean(webui, motion_module, baseline)
 
 
 def test_zz_extension_off_afterwards_is_bit_identical(webui, motion_module, baseline):
     # Runs last (file order): after every I2V run and every refused request above.
-    after = frames_of(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
+    after = video_frames(webui.post("/sdapi/v1/txt2img", payload(motion_module)))
     assert len(after) == len(baseline)
     assert all(np.array_equal(a, b) for a, b in zip(after, baseline))

@@ -8,15 +8,14 @@ Forge's ControlNet slots must not stop I2V requests.
 """
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_video_starts_with_the_image,
-                            decoded_first_frame, first_file, level_difference, payload, test_image,
-                            write_test_adapter)
+from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_frame_zero,
+                            check_long_video, check_video_starts_with_the_image, decoded_first_frame, first_file,
+                            payload, test_image, video_frames, write_test_adapter)
 
 FORGE = os.environ.get("I2V_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
@@ -68,18 +67,6 @@ def all_images(response) -> list[np.ndarray]:
     return arrays
 
 
-def video_frames(response) -> list[np.ndarray]:
-    """The frames of an AnimateDiff video response: a GIF first, then one image per frame (then ControlNet's maps)."""
-    import webui_server
-
-    assert response.status_code == 200, response.text[:500]
-    images = [webui_server.decode_image(item) for item in response.json()["images"]]
-    assert images[0].format == "GIF", "AnimateDiff did not make a video (its setup failed: see the Forge log)"
-    frames = images[1:1 + images[0].n_frames]
-    assert len(frames) == images[0].n_frames
-    return [np.asarray(image.convert("RGB")) for image in frames]
-
-
 def timed_post(forge, path, body):
     start = time.time()
     response = forge.post(path, body)
@@ -112,8 +99,7 @@ def test_txt2img_with_the_panel_image(forge, motion_module, image, reference_fra
     i2v = {"enable": True, "image": webui_server.encode_png(image), "model": ""}
     frames = video_frames(timed_post(forge, "/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
     assert len(frames) == FRAMES
-    print(f"txt2img: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels")
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero("txt2img", frames[0], reference_frame_zero)
 
 
 def test_long_video_with_context_windows(forge, motion_module, image, reference_frame_zero, baseline):
@@ -123,18 +109,7 @@ def test_long_video_with_context_windows(forge, motion_module, image, reference_
     i2v = {"enable": True, "model": ADAPTER_FILE}
     response = timed_post(forge, "/sdapi/v1/img2img", payload(motion_module, frames=frames, context=context, i2v=i2v,
                                                               init_images=[webui_server.encode_png(image)]))
-    video = video_frames(response)
-    assert len(video) == frames
-    print(f"{frames} frames, context {context}: frame 0 vs decode(z0) "
-          f"{level_difference(video[0], reference_frame_zero)} levels")
-    assert level_difference(video[0], reference_frame_zero) <= 2
-    summary = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+), "
-                         r"untouched: (\d+)", forge.log_text())[-1]
-    anchored, banked, unreferenced, untouched = map(int, summary)
-    print(f"attn1 calls: with frame 0 {anchored}, from the bank {banked}, without reference {unreferenced}, "
-          f"untouched {untouched}")
-    assert anchored > 0 and banked > 0  # windows without frame 0 still attended to it
-    assert unreferenced == untouched == 0
+    check_long_video(forge, video_frames(response), frames, reference_frame_zero)
 
 
 def test_animatediff_off_is_refused(forge, motion_module, image, baseline):

@@ -12,9 +12,9 @@ import pytest
 import webui_requests
 
 # The server and model fixtures are the Forge module's (one server per module).
-from test_webui_forge import FORGE, checkpoint, forge, image, motion_module, reference_frame_zero, video_frames  # noqa: F401
-from webui_requests import (FRAMES, i2v_img2img, last_summary, level_difference, pose_unit, with_units,
-                            write_pose_folder)
+from test_webui_forge import FORGE, checkpoint, forge, image, motion_module, reference_frame_zero  # noqa: F401
+from webui_requests import (FRAMES, check_frame_zero, check_long_video, i2v_img2img, last_summary, level_difference,
+                            plain_i2v_video, pose_unit, video_frames, with_units, write_pose_folder)
 
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
 
@@ -49,9 +49,7 @@ def pose(controlnet_models, pose_folder) -> dict:
 
 @pytest.fixture(scope="module")
 def plain_video(forge, motion_module, image):
-    """The same img2img with I2V and without ControlNet, and the hook summary it logged."""
-    frames = video_frames(forge.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
-    return frames, last_summary(forge)
+    return plain_i2v_video(forge, motion_module, image)
 
 
 def test_pose_batch_with_context_windows(forge, motion_module, image, reference_frame_zero, controlnet_models,
@@ -64,13 +62,7 @@ def test_pose_batch_with_context_windows(forge, motion_module, image, reference_
         print(f"Forge Classic, pose folder: HTTP {response.status_code} {response.text[:200]}")
         assert response.status_code == 422 and response.json()["detail"] == NO_FOLDERS
         return
-    video = video_frames(response)
-    summary = last_summary(forge)
-    print(f"pose batch, 16 frames, context 8: frame 0 vs decode(z0) {level_difference(video[0], reference_frame_zero)}"
-          f" levels; attn1 calls {summary}")
-    assert len(video) == 16
-    assert level_difference(video[0], reference_frame_zero) <= 2
-    assert summary["banked"] > 0 and summary["unreferenced"] == 0
+    check_long_video(forge, video_frames(response), 16, reference_frame_zero)
     assert "ControlNet 0" in json.loads(response.json()["info"])["infotexts"][0]
 
 
@@ -79,9 +71,9 @@ def test_pose_changes_the_frames_but_not_frame_zero(forge, motion_module, image,
     body = with_units(i2v_img2img(motion_module, image), pose)
     posed = video_frames(forge.post("/sdapi/v1/img2img", body))
     plain, _ = plain_video
-    print(f"pose vs none: frame 1 differs by {level_difference(posed[1], plain[1])} levels")
     assert len(posed) == FRAMES
-    assert level_difference(posed[0], reference_frame_zero) <= 2
+    check_frame_zero("pose", posed[0], reference_frame_zero)
+    print(f"pose vs none: frame 1 differs by {level_difference(posed[1], plain[1])} levels")
     assert level_difference(posed[1], plain[1]) > 10
 
 
@@ -92,10 +84,10 @@ def test_image_as_ip_adapter_content(forge, motion_module, image, reference_fram
     frames = video_frames(response)
     plain, _ = plain_video
     info = json.loads(response.json()["info"])["infotexts"][0]
-    print(f"IP-Adapter: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels, "
-          f"frame 1 vs without {level_difference(frames[1], plain[1])}; {info[info.find('ControlNet 0'):][:200]}")
     assert len(frames) == FRAMES
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero("IP-Adapter", frames[0], reference_frame_zero)
+    print(f"IP-Adapter: frame 1 vs without {level_difference(frames[1], plain[1])}; "
+          f"{info[info.find('ControlNet 0'):][:200]}")
     assert controlnet_models["ip_adapter"].split(" [")[0] in info and "CLIP-ViT-H (IPAdapter)" in info
     assert "Weight: 0.8" in info and "I2V-Adapter IP-Adapter: True" in info
     assert level_difference(frames[1], plain[1]) > 10
@@ -109,10 +101,9 @@ def test_reference_only_keeps_the_branch(forge, motion_module, image, reference_
     reference = {"enabled": True, "module": "reference_only", "model": "None", "image": webui_server.encode_png(image)}
     frames = video_frames(forge.post("/sdapi/v1/img2img", with_units(i2v_img2img(motion_module, image), reference)))
     summary = last_summary(forge)
-    print(f"reference-only: frame 0 vs decode(z0) {level_difference(frames[0], reference_frame_zero)} levels; "
-          f"attn1 calls {summary} (without reference-only {expected})")
     assert len(frames) == FRAMES
-    assert level_difference(frames[0], reference_frame_zero) <= 2
+    check_frame_zero("reference-only", frames[0], reference_frame_zero)
+    print(f"reference-only: attn1 calls {summary} (without reference-only {expected})")
     # Reference-only replaces attn1, yet every attn1 call of the video got the branch, and its write pass
     # (the reference image alone) was left out: the same calls as without it.
     assert summary == expected

@@ -68,6 +68,26 @@ def level_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
 
 
+def video_frames(response) -> list[np.ndarray]:
+    """The frames of an AnimateDiff video response: a GIF, one picture per frame, then any ControlNet maps."""
+    import webui_server
+
+    assert response.status_code == 200, response.text[:500]
+    images = [webui_server.decode_image(item) for item in response.json()["images"]]
+    assert images[0].format == "GIF", "AnimateDiff made no video (its setup failed: see the WebUI's log)"
+    frames = images[1:1 + images[0].n_frames]
+    assert len(frames) == images[0].n_frames
+    return [np.asarray(image.convert("RGB")) for image in frames]
+
+
+def check_frame_zero(label: str, frame: np.ndarray, reference: np.ndarray) -> int:
+    """Frame 0 is decode(z0) within the rounding of a second decode; returns the level difference."""
+    difference = level_difference(frame, reference)
+    print(f"{label}: frame 0 vs decode(z0) {difference} levels")
+    assert difference <= 2
+    return difference
+
+
 def check_video_starts_with_the_image(first: list, second: list, reference: np.ndarray) -> None:
     """Two videos of the same request with seeds 1 and 2: frame 0 is decode(z0) in both, frame 1 is not."""
     assert len(first) == len(second) == FRAMES
@@ -78,6 +98,17 @@ def check_video_starts_with_the_image(first: list, second: list, reference: np.n
     assert np.array_equal(first[0], second[0])  # frame 0 does not depend on the seed
     assert level_difference(first[1], second[1]) > 10  # the other frames do
     assert level_difference(first[1], reference) > 10
+
+
+def check_long_video(server, video: list, frames: int, reference: np.ndarray) -> None:
+    """A video longer than the motion module's window: all its frames, frame 0 the image, and every window
+    attended to frame 0 (from the bank where frame 0 was not in the window)."""
+    assert len(video) == frames
+    check_frame_zero(f"{frames} frames", video[0], reference)
+    summary = last_summary(server)
+    print(f"attn1 calls: {summary}")
+    assert summary["anchored"] > 0 and summary["banked"] > 0
+    assert summary["unreferenced"] == summary["untouched"] == 0
 
 
 def check_animatediff_off_is_refused(server, motion_module, image) -> None:
@@ -132,7 +163,14 @@ def i2v_img2img(motion_module, image, frames=FRAMES, context=None, **i2v) -> dic
                    i2v={"enable": True, "model": ADAPTER_FILE, **i2v})
 
 
+def plain_i2v_video(server, motion_module, image) -> tuple[list, dict]:
+    """An I2V img2img without ControlNet and the attn1 summary it logged: what the ControlNet cases compare to."""
+    frames = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
+    return frames, last_summary(server)
+
+
 def last_summary(server) -> dict:
-    line = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+)",
-                      server.log_text())[-1]
-    return dict(zip(("anchored", "banked", "unreferenced"), map(int, line)))
+    """The counts of the last generation's cleanup line: attn1 calls by where frame 0's keys came from."""
+    line = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+), "
+                      r"untouched: (\d+)", server.log_text())[-1]
+    return dict(zip(("anchored", "banked", "unreferenced", "untouched"), map(int, line)))

@@ -22,9 +22,9 @@ class ControlNetError(ValueError):
 class ControlNetHost:
     """What the IP-Adapter option needs from a ControlNet; each ControlNet fills it in."""
 
-    missing = "I2V-Adapter: 'Use the image as IP-Adapter content' needs ControlNet: install it, or turn the option off."
-    no_preprocessor = "I2V-Adapter: this ControlNet has no IP-Adapter preprocessor; update it."
-    model_folders = "models/ControlNet"
+    missing: str  # the sentence when this ControlNet is absent
+    no_preprocessor: str  # the sentence when it cannot embed an image for IP-Adapter
+    model_folders: str  # where its IP-Adapter models go
 
     def unit_range(self, p) -> tuple[int, int] | None:
         """Where ControlNet's units are in ``p.script_args``; None without ControlNet."""
