@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from i2v_adapter.adapter_weights import AdapterWeights, LayerWeights  # noqa: E402
+from i2v_adapter.weights.adapter import AdapterWeights, LayerWeights  # noqa: E402
 from i2v_adapter.hooks import FirstFrameHooks, find_attn1_layers, layer_channels  # noqa: E402
 from i2v_adapter.layout import FrameLayout  # noqa: E402
 

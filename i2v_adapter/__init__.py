@@ -2,7 +2,7 @@
 
 Knows nothing of any WebUI; hosts drive it through :class:`FrameLayout` and :class:`FirstFrameHooks`.
 """
-from .adapter_weights import AdapterWeights, LayerWeights, WeightsError
+from .weights.adapter import AdapterWeights, LayerWeights, WeightsError
 from .anchor import clean_denoised, clean_model_input
 from .color import match_video_colors
 from .hooks import FirstFrameHooks, find_attn1_layers, remove_all_hooks

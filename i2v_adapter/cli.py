@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .adapter_weights import BASE_LABELS, WeightsError
+from .weights.adapter import BASE_LABELS, WeightsError
 
 _UNTRAINED = "to_out_ff is all zero: this adapter is untrained and changes nothing (use the official i2v_module.pth)"
 
 
 def _convert(args) -> int:
-    from .weight_files import (
+    from .weights.files import (
         adapter_output_is_zero,
         extract_motion_module,
         load_adapter_weights,
@@ -47,7 +47,7 @@ def _yes_no(flag) -> str:
 
 
 def _inspect(args) -> int:
-    from .weight_files import describe_weights_file
+    from .weights.files import describe_weights_file
 
     info = describe_weights_file(args.file)
     lines = [

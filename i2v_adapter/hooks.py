@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapter_weights import AdapterWeights, LayerWeights
+from .weights.adapter import AdapterWeights, LayerWeights
 from .attention import first_frame_attention
 from .layout import FrameLayout
-from .naming import UnknownLayerName, canonical_layer_name, is_temporal_path
+from .weights.naming import UnknownLayerName, canonical_layer_name, is_temporal_path
 
 HOOK_TAG = "_i2v_adapter_branch"
 

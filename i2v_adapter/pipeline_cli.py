@@ -60,7 +60,7 @@ def run_generate(args) -> int:
     from .pipeline.loading import load_model_parts
     from .pipeline.sampling import SamplingSettings
     from .pipeline.video import write_video
-    from .weight_files import load_adapter_weights
+    from .weights.files import load_adapter_weights
 
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" and not args.fp32 else torch.float32

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from i2v_adapter.adapter_weights import AdapterWeights, LayerWeights
+from i2v_adapter.weights.adapter import AdapterWeights, LayerWeights
 from i2v_adapter.hooks import find_attn1_layers, layer_channels
 
 CONTEXT_DIM = 32

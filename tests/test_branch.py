@@ -188,7 +188,7 @@ def test_diffusers_unet_hooks_map_to_ldm_names_and_change_output():
 
 
 def test_weights_that_do_not_fit_are_refused():
-    from i2v_adapter.adapter_weights import WeightsError
+    from i2v_adapter.weights.adapter import WeightsError
 
     small, wide = models.ldm_unet(32), models.ldm_unet(64)
     with pytest.raises(WeightsError, match="channel mismatch: input_blocks.1.1.transformer_blocks.0.attn1"):

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from i2v_adapter.cli import main
-from i2v_adapter.weight_files import load_adapter_weights
+from i2v_adapter.weights.files import load_adapter_weights
 
 import weight_fixtures as wf
 

@@ -23,7 +23,7 @@ from i2v_adapter.pipeline.sampling import (
     make_scheduler,
     sample_video_latents,
 )
-from i2v_adapter.weight_files import save_adapter_weights
+from i2v_adapter.weights.files import save_adapter_weights
 
 import models
 
@@ -280,7 +280,7 @@ def test_original_animatediff_motion_module_converts_with_every_key_used(mid_blo
 
 
 def test_motion_module_with_an_unknown_key_is_refused():
-    from i2v_adapter.adapter_weights import WeightsError
+    from i2v_adapter.weights.adapter import WeightsError
 
     original = to_original_layout(tiny_motion_adapter().state_dict())
     original["down_blocks.0.motion_modules.0.temporal_transformer.extra.weight"] = torch.zeros(1)

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from i2v_adapter.adapter_weights import WeightsError
+from i2v_adapter.weights.adapter import WeightsError
 from i2v_adapter.cli import main
 from i2v_adapter.hooks import FirstFrameHooks, find_attn1_layers, installed_hook_count
-from i2v_adapter.ip_adapter_weights import (
+from i2v_adapter.weights.ip_adapter import (
     IPLayerKV,
     h94_positions,
     ip_adapter_from_tensors,

@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from i2v_adapter.adapter_weights import TENSOR_SUFFIXES, WeightsError, base_model_of_channels
-from i2v_adapter.naming import ldm_to_diffusers
-from i2v_adapter.weight_files import (
+from i2v_adapter.weights.adapter import TENSOR_SUFFIXES, WeightsError, base_model_of_channels
+from i2v_adapter.weights.naming import ldm_to_diffusers
+from i2v_adapter.weights.files import (
     adapter_output_is_zero,
     adapter_tensor_name,
     describe_weights_file,

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapter_weights import WeightsError
-from ..ip_adapter_weights import PLUS, PLUS_ENCODER_HINT, IPAdapterWeights, IPLayerKV, kv_for_layers, with_ipplus_kv
-from ..naming import is_temporal_path
+from ..weights.adapter import WeightsError
+from ..weights.ip_adapter import PLUS, PLUS_ENCODER_HINT, IPAdapterWeights, IPLayerKV, kv_for_layers, with_ipplus_kv
+from ..weights.naming import is_temporal_path
 
 _IP_IMAGE_PROJ = "ip_image_proj"
 

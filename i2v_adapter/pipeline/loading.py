@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..adapter_weights import WeightsError
-from ..ip_adapter_weights import IPLayerKV, ipplus_layer_kv, read_ip_adapter_file
-from ..weight_files import _read_file
+from ..weights.adapter import WeightsError
+from ..weights.ip_adapter import IPLayerKV, ipplus_layer_kv, read_ip_adapter_file
+from ..weights.reading import read_file
 from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, check_ip_arguments, choose_ip_adapter, \
     load_image_encoder
 from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
@@ -105,7 +105,7 @@ def _load_single_file(path: str, tokenizer_dir: str | None):
     if tokenizer_dir is None:
         raise WeightsError("a single-file checkpoint needs --tokenizer DIR (a CLIP tokenizer folder, e.g. the "
                            "tokenizer/ of any SD1.5 diffusers folder); or give a diffusers folder as --checkpoint")
-    checkpoint = _read_file(path).tensors
+    checkpoint = read_file(path).tensors
     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
     _load_state(unet, convert_ldm_unet_checkpoint(checkpoint, unet.config), "UNet")
     vae = AutoencoderKL(**SD15_VAE_CONFIG)
@@ -162,7 +162,7 @@ def load_motion_unet(unet2d: torch.nn.Module, motion_module, heads: int = DEFAUL
     """
     from diffusers import UNetMotionModel
 
-    tensors = motion_module if isinstance(motion_module, dict) else _read_file(motion_module).tensors
+    tensors = motion_module if isinstance(motion_module, dict) else read_file(motion_module).tensors
     notes = []
     if any(not is_motion_key(key) for key in tensors):
         notes = apply_ipplus_unet(unet2d, tensors)
@@ -182,7 +182,7 @@ def load_model_parts(checkpoint: str, motion_module: str, tokenizer_dir: str | N
     """
     check_ip_arguments(ip_adapter, image_encoder)
     ip_file = read_ip_adapter_file(ip_adapter) if ip_adapter else None
-    motion_tensors = _read_file(motion_module).tensors
+    motion_tensors = read_file(motion_module).tensors
     ipplus_kv: dict[str, IPLayerKV] = ipplus_layer_kv(motion_tensors, motion_module)
     ip_weights, ip_notes = choose_ip_adapter(ip_file, ipplus_kv, motion_module, image_encoder)
     encoder = None

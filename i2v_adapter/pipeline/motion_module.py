@@ -12,9 +12,9 @@ import re
 
 import torch
 
-from ..adapter_weights import WeightsError
+from ..weights.adapter import WeightsError
+from ..weights.reading import strip_prefixes
 
-_KEY_PREFIXES = ("module.", "unet.", "model.diffusion_model.")
 # Original name part -> diffusers name part; applied in this order.
 _RENAMES = (
     (".temporal_transformer.", "."),
@@ -30,13 +30,6 @@ _MOTION = ".motion_modules."
 # AnimateDiff's motion modules for SD1.5: 8 heads, 32 norm groups (not stored in the files).
 DEFAULT_HEADS = 8
 DEFAULT_NORM_GROUPS = 32
-
-
-def strip_prefixes(key: str) -> str:
-    for prefix in _KEY_PREFIXES:
-        if key.startswith(prefix):
-            return strip_prefixes(key[len(prefix):])
-    return key
 
 
 def is_motion_key(key: str) -> bool:

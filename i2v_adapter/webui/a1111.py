@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastapi import HTTPException
 
-from ..adapter_weights import WeightsError
+from ..weights.adapter import WeightsError
 from ..anchor import clean_denoised, clean_model_input
 from ..color import match_video_colors
 from ..hooks import FirstFrameHooks, remove_all_hooks
@@ -21,7 +21,7 @@ from ..image_input import ImageInputError, decode_base64_image, to_rgb8
 from ..layout import FrameLayout, Window
 from ..params import I2VParams, ParamsError
 from ..prior import frame_similarity_prior
-from ..weights_cache import cached_adapter_weights
+from ..weights.cache import cached_adapter_weights
 from . import animatediff, controlnet, model_files
 
 log = logging.getLogger("i2v_adapter")

@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ..adapter_weights import AdapterWeights, LayerWeights
+from ..weights.adapter import AdapterWeights, LayerWeights
 from ..hooks import FirstFrameBranch
 from . import a1111, forge_controlnet
 

@@ -14,15 +14,13 @@ Pickles are read with ``torch.serialization.load(weights_only=True)`` only.
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .adapter_weights import (
+from .adapter import (
     OUT_BIAS,
     OUT_WEIGHT,
     Q_WEIGHT,
@@ -32,13 +30,10 @@ from .adapter_weights import (
     WeightsError,
 )
 from .naming import UnknownLayerName, diffusers_to_ldm, is_ldm_name
+from .reading import RawFile, listing, read_file, strip_prefixes
 
 FORMAT_NAME = "i2v-adapter"
 FORMAT_VERSION = "1"
-
-# Prefixes that training wrappers put in front of UNet keys (DataParallel, pipelines, ldm checkpoints).
-# Only these are dropped: a key with any other prefix is unknown, not silently taken.
-_KEY_PREFIXES = ("module.", "unet.", "model.diffusion_model.")
 
 _ADAPTER_KEY = re.compile(r"^(?P<layer>.+\.attn1)\.(?P<suffix>to_q_ff\.weight|to_out_ff\.weight|to_out_ff\.bias)$")
 _UNOFFICIAL_KEY = re.compile(
@@ -75,116 +70,6 @@ _UNET_FAMILIES = ("unet", "ip_adapter", "motion_module")
 _UNOFFICIAL_FROZEN = "unofficial_frozen_kv"
 _WRAPPER = "checkpoint_wrapper"
 
-_LIST_LIMIT = 10
-
-
-# ---------------------------------------------------------------- reading raw tensors
-
-
-@dataclass
-class _RawFile:
-    tensors: dict[str, torch.Tensor]
-    metadata: dict[str, str] = field(default_factory=dict)
-    # Entries beside "state_dict" in a training checkpoint (epoch, global_step, ...).
-    wrapper_keys: list[str] = field(default_factory=list)
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """A safetensors file starts with a little-endian u64 header length and a JSON object."""
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    if len(head) < 9:
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 2 <= header_length < 100_000_000
-
-
-def _read_safetensors(path: Path) -> _RawFile:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # the Rust reader raises its own error types
-        raise WeightsError(
-            f"{path} is not a readable safetensors file (corrupt or truncated?): {_one_line(error)}"
-        ) from None
-    return _RawFile(tensors, metadata)
-
-
-_UNREADABLE = "{path} is not a readable weights file (corrupt, truncated, or not a PyTorch/safetensors file)"
-
-
-def _load_pickle(path: Path):
-    """The unpickled object, read with the weights-only unpickler; any failure is a :class:`WeightsError`."""
-    try:
-        with warnings.catch_warnings():
-            # Old pickle protocols are fine for us; torch's note about them would only confuse users.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            # torch.serialization.load, not torch.load: the WebUI replaces torch.load with a checker that
-            # rejects files written by current torch; weights_only=True is our own safe unpickler.
-            loaded = torch.serialization.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "GLOBAL" in str(error):
-            raise WeightsError(
-                f"{path} contains Python objects other than tensors; refusing to load it for safety"
-            ) from None
-        raise WeightsError(_UNREADABLE.format(path=path)) from None
-    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged or foreign files
-        raise WeightsError(_UNREADABLE.format(path=path)) from None
-    return loaded
-
-
-def _read_pickle(path: Path) -> _RawFile:
-    return _unwrap(path, _load_pickle(path))
-
-
-def _unwrap(path: Path, loaded) -> _RawFile:
-    if not isinstance(loaded, dict):
-        raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a dictionary of tensors")
-    wrapper_keys = []
-    if isinstance(loaded.get("state_dict"), dict):
-        wrapper_keys = [str(key) for key in loaded if key != "state_dict"]
-        loaded = loaded["state_dict"]
-    not_tensors = [f"{key} ({type(value).__name__})" for key, value in loaded.items()
-                   if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise WeightsError(f"{path} holds entries that are not tensors: {_listing(not_tensors)}")
-    return _RawFile(dict(loaded), wrapper_keys=wrapper_keys)
-
-
-def _check_weights_path(path: Path) -> None:
-    if path.is_dir():
-        raise WeightsError(
-            f"{path} is a folder; give the weights file inside it (e.g. diffusion_pytorch_model.safetensors)"
-        )
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path} is empty")
-
-
-def _read_file(path) -> _RawFile:
-    path = Path(path)
-    _check_weights_path(path)
-    raw = _read_safetensors(path) if _looks_like_safetensors(path) else _read_pickle(path)
-    if not raw.tensors:
-        raise WeightsError(f"{path} holds no tensors")
-    return raw
-
-
-# ---------------------------------------------------------------- sorting keys
-
-
-def _strip_prefixes(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _KEY_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
-    return key
 
 
 def adapter_tensor_name(key: str) -> tuple[str, str] | None:
@@ -193,7 +78,7 @@ def adapter_tensor_name(key: str) -> tuple[str, str] | None:
     ``suffix`` is one of :data:`TENSOR_SUFFIXES`. The unofficial frozen ``to_k``/``to_v`` copies are not
     adapter tensors and give None.
     """
-    key = _strip_prefixes(key)
+    key = strip_prefixes(key)
     if m := _ADAPTER_KEY.match(key):
         layer, suffix = m["layer"], m["suffix"]
     elif (m := _UNOFFICIAL_KEY.match(key)) and m["part"] in _UNOFFICIAL_SUFFIXES:
@@ -248,12 +133,12 @@ class _SortedKeys:
         return any(self.family(name) for name in _UNET_FAMILIES)
 
 
-def _sort_keys(raw: _RawFile) -> _SortedKeys:
+def _sort_keys(raw: RawFile) -> _SortedKeys:
     result = _SortedKeys()
     if raw.wrapper_keys:
         result.families[_WRAPPER] = list(raw.wrapper_keys)
     for key, tensor in raw.tensors.items():
-        bare = _strip_prefixes(key)
+        bare = strip_prefixes(key)
         if named := adapter_tensor_name(bare):
             layer, suffix = named
             slot = result.adapter.setdefault(layer, {})
@@ -287,10 +172,10 @@ def _check_keys(path, keys: _SortedKeys) -> None:
     if keys.unknown:
         raise WeightsError(
             f"{path}: {len(keys.unknown)} keys are neither I2V-Adapter tensors nor parts of a UNet, motion "
-            f"module or IP-Adapter: {_listing(sorted(keys.unknown))}"
+            f"module or IP-Adapter: {listing(sorted(keys.unknown))}"
         )
     if keys.duplicates:
-        raise WeightsError(f"{path}: the same adapter tensor appears twice: {_listing(keys.duplicates)}")
+        raise WeightsError(f"{path}: the same adapter tensor appears twice: {listing(keys.duplicates)}")
 
 
 def _check_complete(path, keys: _SortedKeys) -> None:
@@ -300,7 +185,7 @@ def _check_complete(path, keys: _SortedKeys) -> None:
         if missing:
             incomplete.append(f"{layer} lacks {', '.join(missing)}")
     if incomplete:
-        raise WeightsError(f"{path}: incomplete adapter layers: {_listing(incomplete)}")
+        raise WeightsError(f"{path}: incomplete adapter layers: {listing(incomplete)}")
 
 
 def _shape_text(tensor: torch.Tensor) -> str:
@@ -318,7 +203,7 @@ def _check_shapes(path, layers: dict[str, LayerWeights]) -> None:
                 f"{OUT_BIAS} {_shape_text(layer.out_bias)})"
             )
     if bad:
-        raise WeightsError(f"{path}: wrong tensor shapes (expected CxC, CxC, C) in layers: {_listing(bad)}")
+        raise WeightsError(f"{path}: wrong tensor shapes (expected CxC, CxC, C) in layers: {listing(bad)}")
 
 
 def _layers_of(keys: _SortedKeys) -> dict[str, LayerWeights]:
@@ -328,14 +213,14 @@ def _layers_of(keys: _SortedKeys) -> dict[str, LayerWeights]:
     }
 
 
-def _read_sorted(path) -> tuple[_RawFile, _SortedKeys]:
-    raw = _read_file(path)
+def _read_sorted(path) -> tuple[RawFile, _SortedKeys]:
+    raw = read_file(path)
     keys = _sort_keys(raw)
     _check_keys(path, keys)
     return raw, keys
 
 
-def _weights_from(path, raw: _RawFile, keys: _SortedKeys) -> AdapterWeights:
+def _weights_from(path, raw: RawFile, keys: _SortedKeys) -> AdapterWeights:
     _check_complete(path, keys)
     layers = _layers_of(keys)
     _check_shapes(path, layers)
@@ -435,7 +320,7 @@ def extract_motion_module(path, out_path) -> int:
     if not any(key.endswith(".pos_encoder.pe") for key in motion_keys):
         # sd-webui-animatediff tells the motion module version from the length of pos_encoder.pe.
         raise WeightsError(f"{path}: the motion module has no pos_encoder.pe tensors; AnimateDiff could not load it")
-    tensors = {_strip_prefixes(key): raw.tensors[key] for key in sorted(motion_keys)}
+    tensors = {strip_prefixes(key): raw.tensors[key] for key in sorted(motion_keys)}
     _write_safetensors(tensors, out_path, {"format": "animatediff-motion-module", "source": FORMAT_NAME})
     return len(tensors)
 
@@ -448,12 +333,12 @@ def _dtype_text(tensors) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _motion_module_version(raw: _RawFile, keys: _SortedKeys) -> str | None:
+def _motion_module_version(raw: RawFile, keys: _SortedKeys) -> str | None:
     """AnimateDiff's own rule: mid block -> v2; otherwise a position encoding of 24 frames -> v1, 32 -> v3."""
     motion_keys = keys.family("motion_module")
     if not motion_keys:
         return None
-    if any(".mid_block." in f".{_strip_prefixes(key)}" for key in motion_keys):
+    if any(".mid_block." in f".{strip_prefixes(key)}" for key in motion_keys):
         return "AnimateDiff v2 layout"
     pe = next((raw.tensors[key] for key in motion_keys if key.endswith(".pos_encoder.pe")), None)
     if pe is None:
@@ -503,13 +388,3 @@ def describe_weights_file(path) -> dict:
 
 
 # ---------------------------------------------------------------- message helpers
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_LIST_LIMIT])
-    more = len(items) - _LIST_LIMIT
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__

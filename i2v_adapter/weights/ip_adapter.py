@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .adapter_weights import WeightsError
-from .weight_files import _check_weights_path, _listing, _load_pickle, _looks_like_safetensors, _read_safetensors, \
-    _strip_prefixes
+from .adapter import WeightsError
+from .reading import check_weights_path, listing, load_pickle, looks_like_safetensors, read_safetensors, \
+    strip_prefixes
 
 PLUS, PLAIN = "plus", "plain"
 _PLAIN_KEYS = {"proj.weight", "proj.bias", "norm.weight", "norm.bias"}
@@ -98,10 +98,10 @@ class IPAdapterWeights:
 
 def _flat_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of an IP-Adapter file, nested dicts of a ``.bin`` flattened with dots."""
-    _check_weights_path(path)
-    if _looks_like_safetensors(path):
-        return _read_safetensors(path).tensors
-    loaded = _load_pickle(path)
+    check_weights_path(path)
+    if looks_like_safetensors(path):
+        return read_safetensors(path).tensors
+    loaded = load_pickle(path)
     if not isinstance(loaded, dict):
         raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a dictionary of tensors")
     tensors, not_tensors = {}, []
@@ -114,7 +114,7 @@ def _flat_tensors(path: Path) -> dict[str, torch.Tensor]:
             else:
                 not_tensors.append(f"{name} ({type(tensor).__name__})")
     if not_tensors:
-        raise WeightsError(f"{path} holds entries that are not tensors: {_listing(not_tensors)}")
+        raise WeightsError(f"{path} holds entries that are not tensors: {listing(not_tensors)}")
     return tensors
 
 
@@ -122,7 +122,7 @@ def _pairs(found: dict, what: str, path) -> dict:
     incomplete = [f"{name} lacks {'to_v_ip' if 'to_k_ip' in parts else 'to_k_ip'}"
                   for name, parts in sorted(found.items(), key=lambda item: str(item[0])) if len(parts) != 2]
     if incomplete:
-        raise WeightsError(f"{path}: incomplete IP-Adapter {what}: {_listing(incomplete)}")
+        raise WeightsError(f"{path}: incomplete IP-Adapter {what}: {listing(incomplete)}")
     return {name: IPLayerKV(parts["to_k_ip"], parts["to_v_ip"]) for name, parts in found.items()}
 
 
@@ -130,7 +130,7 @@ def ipplus_layer_kv(tensors: dict[str, torch.Tensor], path="the file") -> dict[s
     """The ``*.attn2.to_k_ip/to_v_ip.weight`` tensors of a whole-UNet file, by diffusers attn2 path."""
     found: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        if m := _LAYER_KEY.match(_strip_prefixes(key)):
+        if m := _LAYER_KEY.match(strip_prefixes(key)):
             found.setdefault(m["layer"], {})[m["part"]] = tensor
     return _pairs(found, "layers", path)
 
@@ -146,17 +146,17 @@ def _check_image_proj(path, image_proj: dict[str, torch.Tensor]) -> None:
         raise WeightsError(
             f"{path}: the image projection is neither IP-Adapter plus (a Resampler with image_proj.latents) nor the "
             f"plain IP-Adapter (image_proj.proj/norm); face and full-face variants are not supported: "
-            f"{_listing(sorted(image_proj))}"
+            f"{listing(sorted(image_proj))}"
         )
     missing = sorted(required - set(image_proj))
     if missing:
-        raise WeightsError(f"{path}: the image projection lacks {_listing(missing)}")
+        raise WeightsError(f"{path}: the image projection lacks {listing(missing)}")
 
 
 def ip_adapter_from_tensors(tensors: dict[str, torch.Tensor], path="the file") -> IPAdapterWeights:
     """An :class:`IPAdapterWeights` from h94 keys (``image_proj.*``, ``ip_adapter.N.to_k_ip.weight``)."""
     image_proj, positions, unknown = {}, {}, []
-    layer_keys = {key for key in tensors if _LAYER_KEY.match(_strip_prefixes(key))}
+    layer_keys = {key for key in tensors if _LAYER_KEY.match(strip_prefixes(key))}
     for key, tensor in tensors.items():
         if key.startswith("image_proj."):
             image_proj[key.removeprefix("image_proj.")] = tensor
@@ -174,7 +174,7 @@ def ip_adapter_from_tensors(tensors: dict[str, torch.Tensor], path="the file") -
     if unknown:
         raise WeightsError(
             f"{path}: {len(unknown)} keys are not parts of an IP-Adapter (image_proj.*, ip_adapter.N.to_k_ip/to_v_ip"
-            f".weight): {_listing(sorted(unknown))}"
+            f".weight): {listing(sorted(unknown))}"
         )
     if not image_proj and not positions:
         raise WeightsError(f"{path} holds no IP-Adapter tensors")
@@ -225,8 +225,8 @@ def kv_for_layers(weights: IPAdapterWeights, shapes: dict[str, tuple[int, int]])
         if missing or extra:
             raise WeightsError(
                 f"{weights.kv_source}: the IP-Adapter K/V do not fit this UNet's cross-attention layers: "
-                + "; ".join(part for part in (f"missing {_listing(missing)}" if missing else "",
-                                              f"unknown {_listing(extra)}" if extra else "") if part)
+                + "; ".join(part for part in (f"missing {listing(missing)}" if missing else "",
+                                              f"unknown {listing(extra)}" if extra else "") if part)
             )
     else:
         by_position = h94_positions(shapes)
@@ -242,7 +242,7 @@ def kv_for_layers(weights: IPAdapterWeights, shapes: dict[str, tuple[int, int]])
     if bad:
         raise WeightsError(
             f"{weights.kv_source}: IP-Adapter K/V of the wrong shape (an IP-Adapter for another base model?): "
-            f"{_listing(bad)}"
+            f"{listing(bad)}"
         )
     return kv
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .adapter_weights import AdapterWeights
-from .weight_files import load_adapter_weights
+from .adapter import AdapterWeights
+from .files import load_adapter_weights
 
 _hashes: dict[tuple[str, int, float], str] = {}
 _weights: dict[str, AdapterWeights] = {}

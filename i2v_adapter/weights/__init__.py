@@ -1,0 +1,1 @@
+"""Weight files by name: safe reading, the adapter's formats, layer naming, IP-Adapter weights, the cache."""
