@@ -2,6 +2,8 @@
 
 Histogram matching of the a and b channels in CIELAB, lightness kept. The official code
 converted RGB data with OpenCV's BGR conversion; here the conversion matches the data.
+Matching is quantile matching: every value maps onto a value the reference really has, so a
+frame's extremes never leave the reference's range.
 """
 from __future__ import annotations
 
@@ -10,15 +12,25 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+try:  # what the WebUI's own colour correction uses; every WebUI ships it
+    from skimage.exposure import match_histograms as _library_match
+except ImportError:  # the command line without scikit-image
+    _library_match = None
+
+
+def quantile_match(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``source`` (uint8) remapped so that its value quantiles follow ``reference``'s, as float values."""
+    source_values, source_index, source_counts = np.unique(source.ravel(), return_inverse=True, return_counts=True)
+    reference_values, reference_counts = np.unique(reference.ravel(), return_counts=True)
+    source_quantiles = np.cumsum(source_counts) / source.size
+    reference_quantiles = np.cumsum(reference_counts) / reference.size
+    mapped = np.interp(source_quantiles, reference_quantiles, reference_values)
+    return mapped[source_index].reshape(source.shape)
+
 
 def _match_channel(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Map the values of ``source`` (uint8) so that its histogram follows ``reference``'s."""
-    source_cdf = np.cumsum(np.bincount(source.ravel(), minlength=256)).astype(np.float64)
-    reference_cdf = np.cumsum(np.bincount(reference.ravel(), minlength=256)).astype(np.float64)
-    source_cdf /= source_cdf[-1]
-    reference_cdf /= reference_cdf[-1]
-    lookup = np.interp(source_cdf, reference_cdf, np.arange(256))
-    return np.clip(np.rint(lookup), 0, 255).astype(np.uint8)[source]
+    matched = _library_match(source, reference) if _library_match is not None else quantile_match(source, reference)
+    return np.clip(np.rint(matched), 0, 255).astype(np.uint8)
 
 
 def match_colors(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -22,6 +22,27 @@ def decode_base64_image(text: str) -> Image.Image:
         raise ImageInputError("I2V-Adapter: the image is not a readable base64-encoded picture.") from None
 
 
+def picture_from_value(value) -> Image.Image | None:
+    """The picture in a UI or API value: a PIL image, an array, a gradio image dict or a base64 string.
+
+    ``None`` or an empty string: no picture given. Anything else is refused with what an image may be.
+    """
+    if isinstance(value, dict):  # gradio 3 sketch/upload value; gradio 4 ImageEditor value
+        value = next((value[key] for key in ("image", "composite", "background") if value.get(key) is not None), None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        return decode_base64_image(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype != np.uint8 or value.ndim not in (2, 3):
+            raise ImageInputError("I2V-Adapter: an image array must be 8-bit, H x W or H x W x channels.")
+        return Image.fromarray(value)
+    if isinstance(value, Image.Image):
+        return value
+    raise ImageInputError(f"I2V-Adapter: the image must be a picture, a gradio image value or a base64-encoded "
+                          f"PNG/JPEG string, not {type(value).__name__}.")
+
+
 def to_rgb8(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
     """8-bit RGB: transparency composited on ``background``, palettes expanded, 16-bit and float scaled down."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):

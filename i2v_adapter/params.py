@@ -1,8 +1,14 @@
 """One typed parameter object; UI, infotext, API and presets derive from its field list."""
 from __future__ import annotations
 
+import math
+import ntpath
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 INFOTEXT_PREFIX = "I2V-Adapter"
 
@@ -64,6 +70,9 @@ class I2VParams:
             return args
         if isinstance(args, dict):
             return cls.from_dict(args)
+        if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+            raise ParamsError(f"I2V-Adapter takes one dict of named values (or a list in field order), "
+                              f"not {type(args).__name__}.")
         args = list(args)
         if len(args) > len(fields(cls)):
             raise ParamsError(f"I2V-Adapter takes at most {len(fields(cls))} values, got {len(args)}.")
@@ -114,23 +123,61 @@ class ParamsError(ValueError):
     pass
 
 
+_TRUE_WORDS = ("true", "1", "on", "yes")
+_FALSE_WORDS = ("false", "0", "off", "no")
+_IMAGE_KINDS = "a picture (PIL image or array), a gradio image value, or a base64-encoded PNG/JPEG string"
+
+
 def _convert(name: str, kind: str, value):
-    try:
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.strip().lower() not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
-                    raise ValueError(value)
-                return value.strip().lower() in ("true", "1", "on", "yes")
-            return bool(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if kind == "str":
-            return str(value)
+    if kind == "bool":
+        return _to_bool(name, value)
+    if kind == "float":
+        return _to_float(name, value)
+    if kind == "str":
+        return _to_model_name(name, value)
+    if name == "image":
+        return _checked_image(value)
+    return value
+
+
+def _to_bool(name: str, value) -> bool:
+    # Only what a checkbox, JSON or an infotext can mean; bool([1, 2]) would silently be True.
+    if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ParamsError(f"I2V-Adapter: {name} must be true or false, got {value!r}.")
+
+
+def _to_float(name: str, value) -> float:
+    if isinstance(value, (bool, list, tuple, dict, set)):
+        raise ParamsError(f"I2V-Adapter: {name} cannot be {value!r}; give a number.")
+    try:
+        number = float(value)
     except (TypeError, ValueError):
-        raise ParamsError(f"I2V-Adapter: {name} cannot be {value!r}.") from None
+        raise ParamsError(f"I2V-Adapter: {name} cannot be {value!r}; give a number.") from None
+    if not math.isfinite(number):
+        raise ParamsError(f"I2V-Adapter: {name} must be a finite number, got {value!r}.")
+    return number
+
+
+def _to_model_name(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise ParamsError(f"I2V-Adapter: {name} must be a file name from the list, got {value!r}.")
+    # Names are relative to the adapter folders (sub-folders allowed); never a way out of them.
+    parts = value.replace("\\", "/").split("/")
+    if os.path.isabs(value) or ntpath.isabs(value) or ".." in parts:
+        raise ParamsError(f"I2V-Adapter: {name} must be a file name from the adapter folder's list, not a path "
+                          f"outside it; got {value!r}.")
+    return value
+
+
+def _checked_image(value):
+    if isinstance(value, (str, dict, np.ndarray, Image.Image)):
+        return value
+    raise ParamsError(f"I2V-Adapter: image must be {_IMAGE_KINDS}; got {type(value).__name__}.")
 
 
 def _format(value) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2v_adapter.image_input import ImageInputError, decode_base64_image, to_rgb8
+from i2v_adapter.image_input import ImageInputError, decode_base64_image, picture_from_value, to_rgb8
 
 
 def test_rgba_is_composited_on_white():
@@ -39,3 +39,29 @@ def test_base64_with_and_without_data_prefix():
     assert decode_base64_image("data:image/png;base64," + text).getpixel((0, 0)) == (1, 2, 3)
     with pytest.raises(ImageInputError, match="not a readable"):
         decode_base64_image("bm90IGFuIGltYWdl")
+
+
+def test_picture_from_each_kind_of_value():
+    image = Image.new("RGB", (3, 2), (10, 20, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    array = np.asarray(image)
+    for value in (image, array, encoded, "data:image/png;base64," + encoded, {"image": image, "mask": None},
+                  {"background": image, "layers": [], "composite": None}):
+        picture = picture_from_value(value)
+        assert np.array_equal(np.asarray(picture.convert("RGB")), array)
+    for empty in (None, "", "  ", {"image": None}):
+        assert picture_from_value(empty) is None
+
+
+@pytest.mark.parametrize("value,message", [
+    (12345, "not int"),
+    ([1, 2], "not list"),
+    ({"image": 3.5}, "not float"),
+    (np.zeros((2, 2), dtype=np.float64), "must be 8-bit"),
+    ("not base64 at all", "not a readable base64-encoded picture"),
+])
+def test_picture_values_that_are_not_pictures_are_refused(value, message):
+    with pytest.raises(ImageInputError, match=message):
+        picture_from_value(value)

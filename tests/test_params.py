@@ -19,7 +19,25 @@ def test_unknown_keys_are_named():
     ({"t0": 1.5}, "t0 must be between 0.05 and 1.0"),
     ({"p": -0.1}, "p must be between 0.0 and 1.0"),
     ({"scale": "strong"}, "scale cannot be 'strong'"),
-    ({"color_match": "maybe"}, "color_match cannot be 'maybe'"),
+    ({"color_match": "maybe"}, "color_match must be true or false, got 'maybe'"),
+    ({"color_match": [1, 2]}, r"color_match must be true or false, got \[1, 2\]"),
+    ({"enable": 2}, "enable must be true or false, got 2"),
+    ({"enable": {}}, "enable must be true or false"),
+    ({"ip_adapter": 0.5}, "ip_adapter must be true or false, got 0.5"),
+    ({"scale": [1.0]}, r"scale cannot be \[1.0\]; give a number"),
+    ({"t0": {"value": 1}}, "t0 cannot be .*; give a number"),
+    ({"p": True}, "p cannot be True"),
+    ({"blur_sigma": float("nan")}, "blur_sigma must be a finite number, got nan"),
+    ({"scale": "inf"}, "scale must be a finite number, got 'inf'"),
+    ({"ip_adapter_weight": float("-inf")}, "ip_adapter_weight must be a finite number"),
+    ({"model": 7}, "model must be a file name from the list, got 7"),
+    ({"model": ["i2v_module.pth"]}, "model must be a file name from the list"),
+    ({"model": "/etc/passwd"}, "not a path outside it; got '/etc/passwd'"),
+    ({"model": "../../secret.pth"}, "not a path outside it"),
+    ({"model": "..\\outside.safetensors"}, "not a path outside it"),
+    ({"model": "C:\\models\\i2v.pth"}, "not a path outside it"),
+    ({"image": 12345}, "image must be a picture .*base64.*; got int"),
+    ({"image": [1, 2]}, "image must be .*; got list"),
 ])
 def test_bad_values_are_refused_with_the_field_name(values, message):
     with pytest.raises(ParamsError, match=message):
@@ -61,3 +79,19 @@ def test_presets_are_rows_of_the_paper_table():
     assert PRESETS["official"] == {"t0": 1.0, "p": 0.5}
     steady = I2VParams(enable=True).with_preset("steady")
     assert (steady.t0, steady.p) == (0.7, 1.0)
+
+
+def test_booleans_accept_zero_one_and_the_listed_words():
+    params = I2VParams.from_dict({"enable": 1, "color_match": 0, "ip_adapter": "Yes"})
+    assert (params.enable, params.color_match, params.ip_adapter) == (True, False, True)
+
+
+def test_model_names_in_sub_folders_stay_allowed():
+    assert I2VParams.from_dict({"model": "sub/i2v_module.safetensors"}).model == "sub/i2v_module.safetensors"
+    assert I2VParams.from_dict({"model": "sub\\i2v_module.pth"}).model == "sub\\i2v_module.pth"
+
+
+@pytest.mark.parametrize("args", ["enable", 5, b"x"])
+def test_arguments_that_are_neither_a_dict_nor_a_list_are_refused(args):
+    with pytest.raises(ParamsError, match="takes one dict of named values"):
+        I2VParams.from_args(args)

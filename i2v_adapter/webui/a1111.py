@@ -17,7 +17,7 @@ from ..weights.adapter import WeightsError
 from ..anchor import clean_denoised, clean_model_input
 from ..color import match_video_colors
 from ..hooks import FirstFrameHooks, remove_all_hooks
-from ..image_input import ImageInputError, decode_base64_image, to_rgb8
+from ..image_input import ImageInputError, picture_from_value, to_rgb8
 from ..layout import FrameLayout, Window
 from ..params import I2VParams, ParamsError
 from ..prior import frame_similarity_prior
@@ -79,20 +79,12 @@ def _is_img2img(p) -> bool:
 
 
 def _user_image(p, params: I2VParams):
-    image = params.image
-    if isinstance(image, dict):  # gradio sketch-style value
-        image = image.get("image")
-    if isinstance(image, str) and image:
-        image = decode_base64_image(image)
+    image = picture_from_value(params.image)
     if image is None and _is_img2img(p) and p.init_images:
         image = p.init_images[0]
     if image is None:
         where = "in the I2V-Adapter panel or as the img2img image" if _is_img2img(p) else "in the I2V-Adapter panel"
         raise I2VAdapterError(f"I2V-Adapter needs an image: put one {where}.")
-    if isinstance(image, np.ndarray):
-        from PIL import Image
-
-        image = Image.fromarray(image)
     return to_rgb8(image)
 
 
