@@ -2,6 +2,8 @@
 
 SD1.5 geometry (the ldm UNet A1111 uses, random weights), CFG batch of 2 chunks.
 Example: python benchmarks/hooks_benchmark.py --frames 16 --resolution 64 --repeats 3
+``--count-flops`` counts floating-point operations instead (on the meta device: no memory, any size), for
+the plain UNet, training-free mode and a trained adapter.
 """
 from __future__ import annotations
 
@@ -35,6 +37,34 @@ def random_adapter(unet) -> AdapterWeights:
     return AdapterWeights(layers, source_format="benchmark")
 
 
+def count_flops(args) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = sd15_unet()
+        rows, side = 2 * args.frames, args.resolution // 8
+        x = torch.randn(rows, 4, side, side)
+        t = torch.full((rows,), 500.0)
+        context = torch.randn(rows, 77, 768)
+        adapter = random_adapter(unet)
+
+    def flops(weights, with_hooks=True) -> int:
+        hooks = FirstFrameHooks(unet, FrameLayout(args.frames), weights)
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            if with_hooks:
+                with hooks:
+                    unet(x, t, context)
+            else:
+                unet(x, t, context)
+        return counter.get_total_flops()
+
+    plain, free, trained = flops(None, with_hooks=False), flops(None), flops(adapter)
+    print(f"frames {args.frames}, {args.resolution}x{args.resolution}, batch {rows} rows (FLOPs of one UNet forward)")
+    print(f"plain {plain / 1e12:.3f} TFLOP   training-free {free / 1e12:.3f} TFLOP (ratio {free / plain:.4f})   "
+          f"trained adapter {trained / 1e12:.3f} TFLOP (ratio {trained / plain:.4f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=16)
@@ -42,7 +72,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--half", action="store_true", help="fp16 (GPU)")
+    parser.add_argument("--count-flops", action="store_true", help="count FLOPs instead of timing")
     args = parser.parse_args()
+    if args.count_flops:
+        return count_flops(args)
 
     dtype = torch.float16 if args.half else torch.float32
     torch.manual_seed(0)

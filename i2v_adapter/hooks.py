@@ -77,25 +77,45 @@ class FirstFrameBranch:
         self.layout.stats["anchored"] += 1
         return keys, values
 
-    def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        scale = self.settings.scale
-        if scale == 0 or self.layout.skips_this_call():  # scale 0 is the base model exactly: skip the projections too
-            return output
+    def reference_for(self, x: torch.Tensor):
+        """Frame 0's keys and values for this attn1 call, or None where the branch does not apply."""
+        if self.settings.scale == 0 or self.layout.skips_this_call():  # scale 0: the base model, no projections
+            return None
         n_chunks = self.layout.chunk_count(x.shape[0])
         if n_chunks is None or x.dim() != 3:
             self.layout.stats["untouched"] += 1
-            return output
-        reference = self._first_frame_keys_values(x, n_chunks)
-        if reference is None:
-            return output
+            return None
+        return self._first_frame_keys_values(x, n_chunks)
+
+    def _attend(self, query: torch.Tensor, reference) -> torch.Tensor:
         keys, values = reference
-        heads, attn_scale = self.attention.heads, getattr(self.attention, "scale", None)
+        return first_frame_attention(query, keys, values, self.attention.heads, getattr(self.attention, "scale", None))
+
+    def __call__(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """attn1's result with the branch added, from attn1's input and result alone."""
+        reference = self.reference_for(x)
+        return output if reference is None else self.add_to(x, output, reference)
+
+    def add_to(self, x: torch.Tensor, output: torch.Tensor, reference) -> torch.Tensor:
+        scale = self.settings.scale
         if self.weights is None:
-            branch = first_frame_attention(self.attention.to_q(x), keys, values, heads, attn_scale)
-            return (1 - scale) * output + scale * self.attention.to_out[0](branch)
+            projected = self.attention.to_out[0](self._attend(self.attention.to_q(x), reference))
+            return projected if scale == 1 else torch.lerp(output, projected, scale)
         weights = self._weights_like(x)
-        branch = first_frame_attention(F.linear(x, weights.q_weight), keys, values, heads, attn_scale)
-        return output + scale * F.linear(branch, weights.out_weight, weights.out_bias)
+        projected = F.linear(self._attend(F.linear(x, weights.q_weight), reference), weights.out_weight,
+                             weights.out_bias)
+        # In place on our own temporary: no second output-sized tensor (autograd-safe: linear keeps its input).
+        return (projected if scale == 1 else projected.mul_(scale)).add_(output)
+
+    def blend_before_out(self, query: torch.Tensor, attended: torch.Tensor, reference) -> torch.Tensor:
+        """Training-free mode inside attn1: ``(1 - s) * a + s * b`` before ``to_out``.
+
+        ``to_out`` is affine, so this equals ``(1 - s) * to_out(a) + s * to_out(b)`` with one ``to_out`` and
+        attn1's own query instead of a second ``to_q``.
+        """
+        branch = self._attend(query, reference)
+        scale = self.settings.scale
+        return branch if scale == 1 else torch.lerp(attended, branch, scale)
 
 
 def _hook_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -129,8 +149,63 @@ def _make_hook(branch: FirstFrameBranch):
             return output
         return branch(x, output)
 
+    return _tagged(hook, branch)
+
+
+def _tagged(function, branch: FirstFrameBranch):
+    """A hook function carrying our tag, so a sweep finds it even without the object that installed it."""
+    def hook(*args, **kwargs):
+        return function(*args, **kwargs)
+
     setattr(hook, HOOK_TAG, branch.name)
     return hook
+
+
+class _TrainingFreeCall:
+    """Training-free mode through attn1's own steps: its query (hook on ``to_q``) and its attention result
+    just before ``to_out[0]`` (pre-hook), so nothing attn1 computes is computed twice.
+
+    Where a host's attn1 does not call those submodules, the branch is added after attn1 as before.
+    """
+
+    def __init__(self, branch: FirstFrameBranch):
+        self.branch = branch
+        self._clear()
+
+    def _clear(self):
+        self.x = self.reference = self.query = None
+
+    def before_attn1(self, module, args, kwargs):
+        self._clear()
+        x = _hook_input(args, kwargs)
+        if x is not None and torch.is_tensor(x) and _is_self_attention_call(x, args, kwargs):
+            self.reference = self.branch.reference_for(x)
+            self.x = x if self.reference is not None else None
+
+    def after_to_q(self, module, args, output):
+        if self.reference is not None and self.query is None:
+            self.query = output
+
+    def before_to_out(self, module, args):
+        if self.reference is None or self.query is None or not args:
+            return None
+        blended = self.branch.blend_before_out(self.query, args[0], self.reference)
+        self._clear()
+        return (blended, *args[1:])
+
+    def after_attn1(self, module, args, kwargs, output):
+        if self.reference is not None and torch.is_tensor(output):  # to_q/to_out were not called as modules
+            output = self.branch.add_to(self.x, output, self.reference)
+        self._clear()
+        return output
+
+    def register(self, attention: nn.Module) -> list:
+        return [
+            attention.register_forward_pre_hook(_tagged(self.before_attn1, self.branch), with_kwargs=True),
+            attention.to_q.register_forward_hook(_tagged(self.after_to_q, self.branch)),
+            attention.to_out[0].register_forward_pre_hook(_tagged(self.before_to_out, self.branch)),
+            attention.register_forward_hook(_tagged(self.after_attn1, self.branch), with_kwargs=True),
+        ]
 
 
 # Every hook set that is installed, so that a sweep can remove them all whatever happened.
@@ -173,7 +248,10 @@ class FirstFrameHooks:
             return self
         for name, branch in self.branches().items():
             module = self.layers[name]
-            self._handles.append(module.register_forward_hook(_make_hook(branch), with_kwargs=True))
+            if self.weights is None:
+                self._handles.extend(_TrainingFreeCall(branch).register(module))
+            else:
+                self._handles.append(module.register_forward_hook(_make_hook(branch), with_kwargs=True))
         _installed.append(self)
         return self
 
@@ -191,6 +269,9 @@ class FirstFrameHooks:
         self.remove()
 
 
+_HOOK_DICTS = (("_forward_hooks", "_forward_hooks_with_kwargs"), ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"))
+
+
 def remove_all_hooks(*modules: nn.Module) -> int:
     """Remove every hook set still installed, and any tagged hook left on ``modules`` (e.g. after a reload).
 
@@ -201,14 +282,17 @@ def remove_all_hooks(*modules: nn.Module) -> int:
     removed = 0
     for root in modules:
         for module in root.modules():
-            for key, hook in list(module._forward_hooks.items()):
-                if hasattr(hook, HOOK_TAG):
-                    del module._forward_hooks[key]
-                    module._forward_hooks_with_kwargs.pop(key, None)
-                    getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
-                    removed += 1
+            for hooks_name, kwargs_name in _HOOK_DICTS:
+                hooks = getattr(module, hooks_name)
+                for key, hook in list(hooks.items()):
+                    if hasattr(hook, HOOK_TAG):
+                        del hooks[key]
+                        getattr(module, kwargs_name, {}).pop(key, None)
+                        getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
+                        removed += 1
     return removed
 
 
 def installed_hook_count(root: nn.Module) -> int:
-    return sum(hasattr(hook, HOOK_TAG) for module in root.modules() for hook in module._forward_hooks.values())
+    return sum(hasattr(hook, HOOK_TAG) for module in root.modules() for hooks_name, _ in _HOOK_DICTS
+               for hook in getattr(module, hooks_name).values())

@@ -217,3 +217,50 @@ def test_one_unet_call_per_layer_uses_one_attention_call(monkeypatch):
     assert len(calls) == 16
     # keys hold one frame per chunk: 2 chunks, never repeated 4 times
     assert all(k[0] == 2 for _, k in calls)
+
+
+def _count_calls(modules):
+    counts = {"calls": 0}
+
+    def count(module, args):
+        counts["calls"] += 1
+
+    handles = [module.register_forward_pre_hook(count) for module in modules]
+    return counts, handles
+
+
+@pytest.mark.parametrize("scale", [0.6, 1.0])
+def test_training_free_reuses_attn1s_query_and_output_projection(scale, monkeypatch):
+    """One to_q and one to_out per attn1 call (not two), and the same result as adding the branch afterwards."""
+    from i2v_adapter import hooks as hooks_module
+
+    unet = models.ldm_unet()
+    layers = find_attn1_layers(unet)
+    x, t, context = models.ldm_inputs(frames=4, chunks=2)
+    queries, query_handles = _count_calls(module.to_q for module in layers.values())
+    outs, out_handles = _count_calls(module.to_out[0] for module in layers.values())
+    with torch.no_grad():
+        with FirstFrameHooks(unet, FrameLayout(4, 1), None, scale=scale) as hooks:
+            inside = unet(x, t, context)
+            assert installed_hook_count(unet) == 4 * 16
+        assert installed_hook_count(unet) == 0
+        assert (queries["calls"], outs["calls"]) == (16, 16)
+        assert hooks.layout.stats["anchored"] == 16
+
+        # The same branch added after attn1 (what hosts without module calls get): two to_q, two to_out.
+        original_register = hooks_module._TrainingFreeCall.register
+
+        def attn1_hooks_only(self, attention):
+            handles = original_register(self, attention)
+            for handle in handles[1:3]:  # the to_q and to_out hooks
+                handle.remove()
+            return handles[:1] + handles[3:]
+
+        monkeypatch.setattr(hooks_module._TrainingFreeCall, "register", attn1_hooks_only)
+        with FirstFrameHooks(unet, FrameLayout(4, 1), None, scale=scale):
+            afterwards = unet(x, t, context)
+    for handle in query_handles + out_handles:
+        handle.remove()
+    assert (queries["calls"], outs["calls"]) == (16 + 32, 16 + 32)
+    assert torch.allclose(inside, afterwards, atol=1e-5), (inside - afterwards).abs().max()
+    assert not torch.allclose(inside, unet(x, t, context), atol=1e-4)
