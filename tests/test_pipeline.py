@@ -173,17 +173,6 @@ def test_generate_subprocess_writes_an_mp4(files):
 
 
 
-def test_generate_reports_a_missing_tokenizer_for_a_single_file(files, capsys):
-    single = files["root"] / "model.safetensors"
-    from safetensors.torch import save_file
-
-    save_file({"model.diffusion_model.conv_in.weight": torch.zeros(1)}, str(single))
-    args = generate_args(files, files["root"] / "x.gif", "--no-progress")
-    args[args.index("--checkpoint") + 1] = single
-    assert main([str(a) for a in args]) == 1
-    assert "--tokenizer" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------- loop semantics
 
 
@@ -197,6 +186,22 @@ def test_frame_zero_of_the_result_is_z0_exactly(loop, scheduler):
     assert torch.equal(latents[:, :, 0], z0)
     assert torch.isfinite(latents).all()
     assert not torch.equal(latents[:, :, 1], z0)
+
+
+@pytest.mark.parametrize("guidance,halves", [(7.5, 2), (1.0, 1), (0.5, 1)])
+def test_guidance_of_one_or_less_runs_only_the_cond_half(loop, guidance, halves):
+    parts, z0, embeddings = loop
+    batches = []
+    handle = parts.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append((args[0].shape[0], kwargs["encoder_hidden_states"])),
+        with_kwargs=True)
+    try:
+        run_loop(parts, z0, embeddings, guidance=guidance)
+    finally:
+        handle.remove()
+    assert batches and all(batch == halves and len(context) == halves * FRAMES for batch, context in batches)
+    if halves == 1:  # the cond prompt, not the negative one
+        assert all(torch.equal(context[0], embeddings[1]) for _, context in batches)
 
 
 def test_unet_sees_z0_for_frame_zero_at_every_step(loop):
@@ -292,13 +297,13 @@ def test_motion_module_with_an_unknown_key_is_refused():
 def test_single_file_text_encoder_keys_fit_with_or_without_text_model_prefix(with_prefix):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from i2v_adapter.pipeline.loading import _fit_text_model_prefix
+    from i2v_adapter.pipeline.single_file import fit_text_model_prefix
 
     model = CLIPTextModel(CLIPTextConfig(vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                          num_attention_heads=2, max_position_embeddings=8))
     bare = {key.split("text_model.", 1)[-1]: value for key, value in model.state_dict().items()}
     state = {("text_model." + key if with_prefix else key): value for key, value in bare.items()}
-    fitted = _fit_text_model_prefix(state, model)
+    fitted = fit_text_model_prefix(state, model)
     assert set(fitted) == set(model.state_dict())
     missing, unexpected = model.load_state_dict(fitted, strict=False)
     assert not missing and not unexpected

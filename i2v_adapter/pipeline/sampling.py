@@ -150,7 +150,7 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
     ``model_input``: (1, C, F, h, w). With CFG the UNet batch is [uncond, cond]. ``image_embeds``:
     ``[uncond, cond]`` IP-Adapter image features (one row per batch item; the UNet repeats them per frame).
     """
-    use_cfg = guidance != 1.0
+    use_cfg = guidance > 1.0  # as diffusers and the official code: at 1 or below the uncond half is not run
     context = embeddings if use_cfg else embeddings[1:]
     extra = {}
     if image_embeds is not None:
