@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,33 @@ def payload(model, seed=1, frames=FRAMES, context=None, i2v=None, animatediff_op
 
 def level_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def all_images(response) -> list[np.ndarray]:
+    """Every image of a response, GIF frames included, as arrays: what 'bit-identical' compares."""
+    import webui_server
+    from PIL import ImageSequence
+
+    assert response.status_code == 200, response.text[:500]
+    arrays = []
+    for item in response.json()["images"]:
+        picture = webui_server.decode_image(item)
+        arrays += [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(picture)]
+    return arrays
+
+
+@contextmanager
+def leaves_the_webui_as_before(server, plain: dict, action: str, path: str = "/sdapi/v1/txt2img"):
+    """The request ``plain`` (without this extension) just before and just after the block gives bit-identical
+    images. Both runs see the WebUI in the same state but for the block, so a difference can only come from
+    it: a check against a run taken earlier would also catch whatever other requests changed in between."""
+    before = all_images(server.post(path, plain))
+    yield
+    after = all_images(server.post(path, plain))
+    assert len(after) == len(before)
+    difference = max(level_difference(a, b) for a, b in zip(after, before))
+    print(f"{action}: plain run after vs just before: {difference} levels over {len(after)} images")
+    assert difference == 0, f"a plain run after {action} differs from the one just before by {difference} levels"
 
 
 def video_frames(response) -> list[np.ndarray]:
