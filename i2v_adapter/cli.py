@@ -1,12 +1,14 @@
-"""Command line: ``python -m i2v_adapter convert|inspect|generate ...``.
+"""Command line: ``i2v-adapter convert|inspect|generate ...`` (the same as ``python -m i2v_adapter ...``).
 
-Each subcommand is one function taking the parsed arguments and returning the exit status; add a new one
-with :func:`_add_command`. Expected failures (bad files, I/O) become one ``error: ...`` line and status 1.
+Each subcommand is one function taking the parsed arguments and returning the exit status, registered by a
+function listed in :func:`_registrars`. Expected failures (bad files, I/O) become one ``error: ...`` line and
+status 1.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .weights.adapter import BASE_LABELS, WeightsError
 
@@ -80,11 +82,8 @@ def _add_command(subparsers, name: str, function, help_text: str) -> argparse.Ar
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m i2v_adapter", description="I2V-Adapter tools.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    convert = _add_command(
+def _register_convert(subparsers, add_command) -> argparse.ArgumentParser:
+    convert = add_command(
         subparsers, "convert", _convert,
         "Convert adapter weights (official .pth, unofficial, ipplus UNet, ours) to our .safetensors format.",
     )
@@ -94,13 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--motion-module", metavar="OUT2.safetensors",
         help="also write the file's AnimateDiff motion module (ipplus UNet files) for sd-webui-animatediff",
     )
+    return convert
 
-    inspect = _add_command(subparsers, "inspect", _inspect, "Describe a weights file.")
+
+def _register_inspect(subparsers, add_command) -> argparse.ArgumentParser:
+    inspect = add_command(subparsers, "inspect", _inspect, "Describe a weights file.")
     inspect.add_argument("file", metavar="FILE")
+    return inspect
 
+
+def _registrars():
+    """One function per subcommand, each ``(subparsers, add_command) -> parser``, in the order --help lists them.
+
+    A subcommand in its own module registers the same way: import its function here and add it to the list.
+    """
     from .pipeline_cli import add_generate_command  # argparse only; diffusers is imported when it runs
 
-    add_generate_command(subparsers, _add_command)
+    return [_register_convert, _register_inspect, add_generate_command]
+
+
+def program_name() -> str:
+    """``python -m i2v_adapter`` when run so, else the installed command's name."""
+    return "python -m i2v_adapter" if Path(sys.argv[0]).name == "__main__.py" else "i2v-adapter"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=program_name(), description="I2V-Adapter tools.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _registrars():
+        register(subparsers, _add_command)
     return parser
 
 

@@ -3,25 +3,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from .pipeline.hub_files import ADAPTER, CLIP_TOKENIZER, MOTION_MODULE, SD15_BASE, fetch
 from .prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P
 
-_HELP = "Animate an image (diffusers, local files): AnimateDiff motion module + I2V-Adapter."
+_HELP = ("Animate an image with diffusers: AnimateDiff motion module + I2V-Adapter. Without model flags the "
+         "standard files come from the Hugging Face cache (fetched on first use).")
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="the first frame")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--checkpoint", required=True,
-                        help="SD1.5 diffusers folder, single-file checkpoint (.safetensors/.ckpt), or a hub id")
-    parser.add_argument("--tokenizer", metavar="DIR", help="CLIP tokenizer folder (needed with a single file)")
-    parser.add_argument("--motion-module", required=True,
-                        help="AnimateDiff motion module (v1/v2/v3, .safetensors/.ckpt) or the official ipplus UNet")
-    parser.add_argument("--adapter", help="I2V-Adapter weights (any format `convert` reads)")
+    parser.add_argument("--checkpoint",
+                        help="SD1.5 diffusers folder, single-file checkpoint (.safetensors/.ckpt), or a hub id "
+                             f"(default: {SD15_BASE.repo_id}, fp16)")
+    parser.add_argument("--tokenizer", metavar="DIR",
+                        help=f"CLIP tokenizer folder for a single-file checkpoint (default: {CLIP_TOKENIZER.repo_id})")
+    parser.add_argument("--motion-module",
+                        help="AnimateDiff motion module (v1/v2/v3, .safetensors/.ckpt) or the official ipplus UNet "
+                             f"(default: {MOTION_MODULE.filenames[0]} from {MOTION_MODULE.repo_id})")
+    adapter = parser.add_mutually_exclusive_group()
+    adapter.add_argument("--adapter", help="I2V-Adapter weights, any format `convert` reads "
+                                           f"(default: {ADAPTER.filenames[0]} from {ADAPTER.repo_id})")
+    adapter.add_argument("--training-free", action="store_true",
+                         help="instead of the adapter: first-frame attention with the UNet's own attn1 weights")
     parser.add_argument("--adapter-scale", type=float, default=1.0)
-    parser.add_argument("--training-free", action="store_true",
-                        help="without --adapter: first-frame attention with the UNet's own attn1 weights")
     parser.add_argument("--ip-adapter", metavar="FILE",
                         help="IP-Adapter on the input image (h94 ip-adapter-plus_sd15.bin/.safetensors, or the plain "
                              "ip-adapter_sd15); with the ipplus motion-module file only its image projection is used")
@@ -51,6 +59,21 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="out.mp4, out.gif, or a folder for PNG frames")
 
 
+def resolve_model_files(args) -> dict[str, str | None]:
+    """Each model flag, or else its standard file from the hub cache; one fetch, so all missing ones are named."""
+    chosen = {"checkpoint": args.checkpoint, "motion_module": args.motion_module, "adapter": args.adapter,
+              "tokenizer": args.tokenizer}
+    defaults = {"checkpoint": SD15_BASE, "motion_module": MOTION_MODULE}
+    if not args.training_free:
+        defaults["adapter"] = ADAPTER
+    if args.checkpoint and Path(args.checkpoint).is_file():
+        defaults["tokenizer"] = CLIP_TOKENIZER   # the default folder carries its own
+    needed = {name: files for name, files in defaults.items() if chosen[name] is None}
+    for name, path in zip(needed, fetch(list(needed.values()))):
+        chosen[name] = str(path)
+    return chosen
+
+
 def run_generate(args) -> int:
     import torch
     from PIL import Image
@@ -62,15 +85,17 @@ def run_generate(args) -> int:
     from .pipeline.video import write_video
     from .weights.files import load_adapter_weights
 
+    # The image first: a wrong path should not wait for gigabytes of downloads.
+    image = prepare_image(Image.open(args.image), args.width, args.height, args.short_side)
+    files = resolve_model_files(args)
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" and not args.fp32 else torch.float32
-    parts = load_model_parts(args.checkpoint, args.motion_module, args.tokenizer,
+    parts = load_model_parts(files["checkpoint"], files["motion_module"], files["tokenizer"],
                              args.motion_heads, args.motion_norm_groups, args.ip_adapter, args.image_encoder)
     for note in parts.notes:
         print(f"note: {note}", file=sys.stderr)
     move_parts(parts, device, dtype)
-    adapter = load_adapter_weights(args.adapter) if args.adapter else None
-    image = prepare_image(Image.open(args.image), args.width, args.height, args.short_side)
+    adapter = load_adapter_weights(files["adapter"]) if files["adapter"] else None
     settings = SamplingSettings(
         frames=args.frames, steps=args.steps, guidance=args.guidance, t0=args.t0, p=args.p,
         blur_sigma=args.blur_sigma, seed=args.seed, context_length=args.context_length,
@@ -84,8 +109,10 @@ def run_generate(args) -> int:
     out = write_video(result.frames, args.out, args.fps)
     ip_text = (f", IP-Adapter {parts.ip_adapter.weights.variant} at {args.ip_adapter_scale:g}"
                if parts.ip_adapter is not None else "")
+    adapter_text = f"adapter {Path(files['adapter']).name}" if adapter is not None else "training-free"
     print(f"wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
-          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}){ip_text}")
+          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}), "
+          f"{adapter_text}{ip_text}")
     return 0
 
 

@@ -1,12 +1,12 @@
 """Load the parts of a text-to-video model from local files (or, if asked, a hub id).
 
-Base model: a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``), a single-file
-SD1.5 checkpoint (ldm keys; the configs are SD1.5's ``v1-inference`` geometry, built here, and the
-tokenizer comes from ``tokenizer_dir`` because a tokenizer's vocabulary cannot be built from constants),
-or a hub id (the only case that touches the network). Motion module: the original AnimateDiff layout,
-a diffusers ``MotionAdapter`` file, or the official ipplus whole-UNet file, whose spatial UNet tensors
-then replace the base UNet's and whose IP-Adapter K/V serve the IP-Adapter (its image projection comes
-from an h94 file, as in the official code). Optional IP-Adapter: an h94 file and a CLIP vision model folder.
+Base model: a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``; plain or fp16-variant
+weights), a single-file SD1.5 checkpoint (``single_file``; its tokenizer from ``tokenizer_dir`` or else the
+hub cache), or a hub id. Only a hub id and a missing tokenizer touch the network. Motion module: the
+original AnimateDiff layout, a diffusers ``MotionAdapter`` file, or the official ipplus whole-UNet file,
+whose spatial UNet tensors then replace the base UNet's and whose IP-Adapter K/V serve the IP-Adapter (its
+image projection comes from an h94 file, as in the official code). Optional IP-Adapter: an h94 file and a
+CLIP vision model folder.
 """
 from __future__ import annotations
 
@@ -18,29 +18,12 @@ import torch
 from ..weights.adapter import WeightsError
 from ..weights.ip_adapter import IPLayerKV, ipplus_layer_kv, read_ip_adapter_file
 from ..weights.reading import read_file
+from .hub_files import CLIP_TOKENIZER, fetch
 from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, check_ip_arguments, choose_ip_adapter, \
     load_image_encoder
 from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
     strip_prefixes
-
-# SD1.5 (v1-inference.yaml) geometry, for single-file checkpoints.
-SD15_UNET_CONFIG = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768, "attention_head_dim": 8,
-}
-SD15_VAE_CONFIG = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 512,
-    "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "scaling_factor": 0.18215,
-}
-SD15_TEXT_CONFIG = {
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768,
-}
+from .single_file import load_single_file
 
 # Keys of an ipplus file that are not plain UNet2DConditionModel tensors.
 _IP_KV = (".attn2.to_k_ip.", ".attn2.to_v_ip.")
@@ -63,57 +46,30 @@ def _is_hub_id(text: str) -> bool:
     return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/"))
 
 
+# Weight files of a diffusers folder without a variant; the hub's fp16 files are named ``*.fp16.*``.
+_PLAIN_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
+                  "pytorch_model.bin")
+
+
+def _weights_variant(subfolder: Path) -> str | None:
+    """``"fp16"`` for a part that holds only fp16-variant weights (as the default download does)."""
+    if not subfolder.is_dir() or any((subfolder / name).exists() for name in _PLAIN_WEIGHTS):
+        return None
+    return "fp16" if any(".fp16." in path.name for path in subfolder.iterdir()) else None
+
+
 def _load_diffusers_folder(source: str, local_files_only: bool):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    common = {"local_files_only": local_files_only}
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **common)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **common)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **common)
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common)
-    return unet, vae, text_encoder, tokenizer
+    def part(cls, subfolder: str):
+        variant = _weights_variant(Path(source) / subfolder) if local_files_only else None
+        return cls.from_pretrained(source, subfolder=subfolder, variant=variant, local_files_only=local_files_only)
 
-
-def _load_state(model: torch.nn.Module, state_dict: dict, what: str, ignore=("position_ids",)) -> None:
-    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(ignore)}
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"the checkpoint's {what} does not fit SD1.5: missing {missing[:5]} ({len(missing)}), "
-                           f"unexpected {unexpected[:5]} ({len(unexpected)})")
-
-
-def _fit_text_model_prefix(state_dict: dict, model: torch.nn.Module, prefix: str = "text_model.") -> dict:
-    """Checkpoints name CLIP's weights with or without ``text_model.``; so do transformers versions."""
-    wants_prefix = any(key.startswith(prefix) for key in model.state_dict())
-    fitted = {}
-    for key, value in state_dict.items():
-        bare = key[len(prefix):] if key.startswith(prefix) else key
-        fitted[prefix + bare if wants_prefix else bare] = value
-    return fitted
-
-
-def _load_single_file(path: str, tokenizer_dir: str | None):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint,
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    if tokenizer_dir is None:
-        raise WeightsError("a single-file checkpoint needs --tokenizer DIR (a CLIP tokenizer folder, e.g. the "
-                           "tokenizer/ of any SD1.5 diffusers folder); or give a diffusers folder as --checkpoint")
-    checkpoint = read_file(path).tensors
-    unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
-    _load_state(unet, convert_ldm_unet_checkpoint(checkpoint, unet.config), "UNet")
-    vae = AutoencoderKL(**SD15_VAE_CONFIG)
-    _load_state(vae, convert_ldm_vae_checkpoint(checkpoint, vae.config), "VAE")
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
-    _load_state(text_encoder, _fit_text_model_prefix(convert_ldm_clip_checkpoint(checkpoint), text_encoder),
-                "text encoder")
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    unet = part(UNet2DConditionModel, "unet")
+    vae = part(AutoencoderKL, "vae")
+    text_encoder = part(CLIPTextModel, "text_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only)
     return unet, vae, text_encoder, tokenizer
 
 
@@ -122,7 +78,9 @@ def load_base_model(checkpoint: str, tokenizer_dir: str | None = None):
     if Path(checkpoint).is_dir():
         return _load_diffusers_folder(checkpoint, local_files_only=True)
     if Path(checkpoint).is_file():
-        return _load_single_file(checkpoint, tokenizer_dir)
+        # The file holds CLIP's weights but not its vocabulary: without a folder the tokenizer comes from
+        # the hub cache (fetched once), as diffusers' own single-file loading does.
+        return load_single_file(checkpoint, tokenizer_dir or str(fetch([CLIP_TOKENIZER])[0]))
     if _is_hub_id(checkpoint):
         return _load_diffusers_folder(checkpoint, local_files_only=False)
     raise WeightsError(f"{checkpoint}: no such file or folder")
