@@ -5,6 +5,9 @@ block structure. Random motion modules get non-zero proj_out (trained ones are n
 """
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 
 import models
@@ -16,6 +19,11 @@ VERSIONS = {"v1": {"max_frames": 24, "mid_block": False}, "v2": {"max_frames": 3
 
 
 def random_motion_module(version: str = "v2", seed: int = 5, std: float = 0.2) -> MotionModule:
+    return copy.deepcopy(_random_motion_module(version, seed, std))
+
+
+@functools.lru_cache(maxsize=None)
+def _random_motion_module(version: str, seed: int, std: float) -> MotionModule:
     torch.manual_seed(seed)
     module = MotionModule(TINY_CHANNELS, version=version, **VERSIONS[version])
     generator = torch.Generator().manual_seed(seed)
@@ -51,9 +59,26 @@ def diffusers_unet_like(ldm_unet):
     return unet.eval()
 
 
-def diffusers_motion_unet(ldm_unet, motion: MotionModule):
-    """diffusers' ``UNetMotionModel`` with the same spatial and motion weights."""
-    from diffusers import MotionAdapter, UNetMotionModel
+def diffusers_motion_unet(ldm_unet, motion: MotionModule, unet2d=None):
+    """diffusers' ``UNetMotionModel`` with the same spatial and motion weights (``unet2d``: the ldm UNet
+    already converted, to save the conversion)."""
+    from diffusers import UNetMotionModel
+
+    adapter = diffusers_motion_adapter(motion)
+    unet2d = unet2d if unet2d is not None else diffusers_unet_like(ldm_unet)
+    return UNetMotionModel.from_unet2d(unet2d, adapter).eval()
+
+
+# ---------------------------------------------------------------- state dicts of each file format
+
+
+def original_state_dict(version: str = "v2", seed: int = 5) -> dict:
+    """The original AnimateDiff layout (our modules carry the original key names)."""
+    return {key: tensor.clone() for key, tensor in random_motion_module(version, seed).state_dict().items()}
+
+
+def diffusers_motion_adapter(motion: MotionModule):
+    from diffusers import MotionAdapter
 
     from i2v_adapter.pipeline.motion_module import convert_motion_module
 
@@ -61,4 +86,44 @@ def diffusers_motion_unet(ldm_unet, motion: MotionModule):
                             motion_num_attention_heads=8, motion_norm_num_groups=32,
                             motion_max_seq_length=motion.max_frames, use_motion_mid_block=motion.mid_block is not None)
     adapter.load_state_dict(convert_motion_module(motion.state_dict()), strict=True)
-    return UNetMotionModel.from_unet2d(diffusers_unet_like(ldm_unet), adapter).eval()
+    return adapter.eval()
+
+
+def ipplus_state_dict(seed: int = 5) -> dict:
+    """A whole diffusers 3D UNet as the official ipplus file: spatial UNet, v1 motion modules (original
+    names), IP-Adapter K/V beside every attn2 and the adapter's attn1 projections."""
+    spatial = diffusers_unet_like(tiny_ldm_unet()).state_dict()
+    whole = {key: tensor.clone() for key, tensor in spatial.items()}
+    generator = torch.Generator().manual_seed(seed)
+    for key, tensor in spatial.items():
+        if key.endswith("attn2.to_k.weight"):
+            for name in ("to_k_ip", "to_v_ip"):
+                whole[key.replace("to_k", name)] = torch.randn(tensor.shape, generator=generator)
+        if key.endswith("attn1.to_q.weight"):
+            channels = tensor.shape[0]
+            whole[key.replace("to_q", "to_q_ff")] = torch.randn(channels, channels, generator=generator)
+            whole[key.replace("to_q.weight", "to_out_ff.weight")] = torch.randn(channels, channels,
+                                                                                generator=generator)
+            whole[key.replace("to_q.weight", "to_out_ff.bias")] = torch.randn(channels, generator=generator)
+    whole.update(original_state_dict("v1", seed))
+    return whole
+
+
+def sdxl_state_dict() -> dict:
+    """AnimateDiff-SDXL's layout: three levels (down 0..2, up 0..2), no mid block."""
+    renumber_up = {"up_blocks.1.": "up_blocks.0.", "up_blocks.2.": "up_blocks.1.", "up_blocks.3.": "up_blocks.2."}
+    sdxl = {}
+    for key, tensor in original_state_dict("v3").items():
+        if key.startswith(("down_blocks.3.", "up_blocks.0.")):
+            continue
+        for old, new in renumber_up.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        sdxl[key] = tensor
+    return sdxl
+
+
+def hotshot_state_dict() -> dict:
+    """HotShot-XL names its temporal layers ``temporal_attentions``."""
+    block = "down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0"
+    return {f"{block}.to_q.weight": torch.zeros(32, 32), f"{block}.pos_encoder.positional_encoding": torch.zeros(1, 24, 32)}

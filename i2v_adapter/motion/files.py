@@ -59,7 +59,9 @@ def motion_module_from_tensors(tensors: dict[str, torch.Tensor]) -> MotionModule
         raise _Refusal(f"holds tensors that belong neither to a motion module nor to a UNet: {listing(unknown)}")
     state_dict = to_original_names(motion)
     geometry = _geometry(state_dict)
-    module = MotionModule(source=_source(motion, others), **geometry)
+    # Built without storage: the file's tensors become its weights, no time spent on a random init.
+    with torch.device("meta"):
+        module = MotionModule(source=_source(motion, others), **geometry)
     _load_every_key(module, state_dict)
     if others:
         module.notes.append(_whole_unet_note(others, len(motion)))
@@ -146,7 +148,8 @@ def _load_every_key(module: MotionModule, state_dict: dict) -> None:
     non_float = [key for key, tensor in state_dict.items() if not tensor.is_floating_point()]
     if non_float:
         raise _Refusal(f"has tensors that are not floating point: {listing(non_float)}")
-    module.load_state_dict(state_dict, strict=True)
+    module.load_state_dict({key: tensor.float().contiguous() for key, tensor in state_dict.items()},
+                           strict=True, assign=True)
 
 
 def _whole_unet_note(others: Counter, motion_count: int) -> str:
