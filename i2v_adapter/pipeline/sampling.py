@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..layout import FrameLayout, Window, frame_zero_windows_first
+from ..layout import FrameLayout, Window
+from ..motion.schedule import BETA_END, BETA_START
+from ..motion.windows import context_windows
 from ..prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P, frame_similarity_prior
 
-# AnimateDiff / official I2V-Adapter noise schedule.
-BETA_START, BETA_END, BETA_SCHEDULE = 0.00085, 0.012, "linear"
+# AnimateDiff / official I2V-Adapter noise schedule (diffusers' name for the plain linear betas).
+BETA_SCHEDULE = "linear"
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
 
 
@@ -127,19 +129,6 @@ def initial_latents(z0: torch.Tensor, settings: SamplingSettings, scheduler, t_s
 
 
 # ---------------------------------------------------------------- context windows
-
-
-def context_windows(frames: int, length: int | None, overlap: int) -> list[list[int]]:
-    """Windows of ``length`` frames covering 0..frames-1 with ``overlap``; frame-0 windows first."""
-    if length is None or length >= frames:
-        return [list(range(frames))]
-    if not 0 <= overlap < length:
-        raise ValueError(f"context overlap must be in [0, {length}), got {overlap}")
-    stride = length - overlap
-    starts = list(range(0, frames - length + 1, stride))
-    if starts[-1] + length < frames:
-        starts.append(frames - length)
-    return frame_zero_windows_first([list(range(s, s + length)) for s in starts])
 
 
 def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, guidance: float,
