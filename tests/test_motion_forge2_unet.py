@@ -1,0 +1,116 @@
+"""The motion core on Forge 2's own UNet class, through its block inner modifiers and group-norm wrapper.
+
+Runs when I2V_NEW_FORGE_DIR names a Forge 2 (``backend/``) checkout whose UNet imports on this CPU
+(Forge's ``backend`` needs psutil, einops, diffusers, sentencepiece); skipped otherwise.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+import motion_models as mm
+from i2v_adapter.motion import block_inner_modifier, group_norm_wrapper, run_with_slots
+
+FRAMES, CHUNKS = 6, 2
+TOLERANCE = 1e-4
+
+
+def _import_forge_unet():
+    root = os.environ.get("I2V_NEW_FORGE_DIR")
+    if not root or not (Path(root) / "backend" / "nn" / "unet.py").is_file():
+        pytest.skip("I2V_NEW_FORGE_DIR does not name a Forge 2 checkout")
+    for folder in (root, str(Path(root) / "packages_3rdparty")):
+        if folder not in sys.path:
+            sys.path.append(folder)
+    argv = sys.argv[:]
+    sys.argv.append("--always-cpu")  # Forge's backend reads its flags at import and would probe CUDA
+    try:
+        from backend.nn.unet import IntegratedUNet2DConditionModel
+    except ImportError as error:
+        pytest.skip(f"Forge 2's backend does not import here: {error}")
+    finally:
+        sys.argv[:] = argv
+    return IntegratedUNet2DConditionModel
+
+
+@pytest.fixture(scope="module")
+def unets():
+    """Forge 2's UNet and the ldm one, same SD1.5 block structure, same weights (same key names)."""
+    forge_class = _import_forge_unet()
+    ldm = mm.tiny_ldm_unet()
+    forge = forge_class(
+        in_channels=4, out_channels=4, model_channels=mm.TINY_CHANNELS[0], num_res_blocks=2,
+        channel_mult=(1, 2, 4, 4), transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+        transformer_depth_output=[1] * 9 + [0] * 3, transformer_depth_middle=1, context_dim=models.CONTEXT_DIM,
+        num_heads=4, use_spatial_transformer=True, use_linear_in_transformer=False)
+    forge.load_state_dict(ldm.state_dict(), strict=True)
+    return forge.eval(), ldm
+
+
+def forge_call(forge, x, t, context, modifiers, cond_or_uncond=(1, 0), norm_wrapper=None):
+    options = {"cond_or_uncond": list(cond_or_uncond), "block_inner_modifiers": list(modifiers)}
+    if norm_wrapper is not None:
+        options["group_norm_wrapper"] = norm_wrapper
+    with torch.no_grad():
+        return forge(x, timesteps=t, context=context, transformer_options=options)
+
+
+def test_motion_modules_attach_at_the_research_table_places(unets):
+    forge, _ = unets
+    motion = mm.random_motion_module("v2")
+    seen = []
+    run = block_inner_modifier(motion.slots())
+
+    def record_runs(x, flag, layer, layer_index, block, options):
+        out = run(x, flag, layer, layer_index, block, options)
+        if out is not x:
+            seen.append((options["block"], layer_index, flag, type(layer).__name__))
+        return out
+
+    forge_call(forge, *models.ldm_inputs(FRAMES, CHUNKS), [record_runs])
+    assert [(block, index) for block, index, _, _ in seen] == [(s.block, s.after_layer) for s in motion.slots()]
+    assert all(flag == "after" and kind in ("ResBlock", "SpatialTransformer") for _, _, flag, kind in seen)
+    assert len(seen) == 21
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_forge_unet_with_modifiers_equals_the_ldm_unet_with_slots(unets, version):
+    forge, ldm = unets
+    motion = mm.random_motion_module(version)
+    inputs = models.ldm_inputs(FRAMES, CHUNKS)
+    wrapper = group_norm_wrapper() if motion.groupnorm_across_frames else None
+    ours = forge_call(forge, *inputs, [block_inner_modifier(motion.slots())], norm_wrapper=wrapper)
+    with torch.no_grad():
+        reference = run_with_slots(ldm, motion.slots(), FRAMES, *inputs,
+                                   norms_across_frames=motion.groupnorm_across_frames)
+        plain = ldm(*inputs)
+    assert (ours - reference).abs().max() <= TOLERANCE
+    assert (plain - reference).abs().max() > 100 * TOLERANCE
+
+
+def test_forge_unet_with_modifiers_equals_diffusers_unet_motion_model(unets):
+    forge, ldm = unets
+    motion = mm.random_motion_module("v2")
+    motion.set_norm_across_frames(True)  # as diffusers computes the temporal norm
+    reference = mm.diffusers_motion_unet(ldm, motion)
+    x, t, context = models.ldm_inputs(FRAMES, CHUNKS)
+    ours = forge_call(forge, x, t, context, [block_inner_modifier(motion.slots())])
+    with torch.no_grad():
+        theirs = reference(x.view(CHUNKS, FRAMES, *x.shape[1:]).transpose(1, 2), t[::FRAMES],
+                           encoder_hidden_states=context).sample
+    assert (ours - theirs.transpose(1, 2).reshape(x.shape)).abs().max() <= TOLERANCE
+
+
+def test_frames_come_from_each_call_not_from_a_global(unets):
+    """Forge runs cond and uncond together or apart; the frame count follows each call's chunks."""
+    forge, _ = unets
+    motion = mm.random_motion_module("v1")
+    x, t, context = models.ldm_inputs(FRAMES, CHUNKS)
+    modifiers = [block_inner_modifier(motion.slots())]
+    together = forge_call(forge, x, t, context, modifiers, (1, 0), group_norm_wrapper())
+    halves = [forge_call(forge, x[rows], t[rows], context[rows], modifiers, (chunk,), group_norm_wrapper())
+              for chunk, rows in ((1, slice(0, FRAMES)), (0, slice(FRAMES, None)))]
+    assert (together - torch.cat(halves)).abs().max() <= TOLERANCE
