@@ -19,7 +19,7 @@ from PIL import Image
 from i2v_adapter.params import I2VParams
 from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_frame_zero,
                             check_long_video, check_video_starts_with_the_image, decoded_first_frame, first_file,
-                            leaves_the_webui_as_before, level_difference, payload, test_image,
+                            leaves_the_webui_as_before, level_difference, payload, sd15_motion_module, test_image,
                             video_frames, write_test_adapter)
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
@@ -46,7 +46,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def motion_module():
-    return first_file(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*.safetensors").name
+    return sd15_motion_module(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,8 @@ def test_generation_options_keep_frame_zero(webui, motion_module, image, referen
     frames = img2img_frames(webui, motion_module, image, **extra)
     options = webui.get("/sdapi/v1/options").json()
     # A1111 1.10.1 keeps these when its config file has no entry for them: later checks must not depend on it.
-    print(f"{case}: settings after the request {[(name, options[name]) for name in extra.get('override_settings', {})]}")
+    kept = {name: options[name] for name in extra.get("override_settings", {})}
+    print(f"{case}: settings after the request {kept}")
     assert len(frames) == FRAMES
     check_frame_zero(case, frames[0], reference_frame_zero)
 

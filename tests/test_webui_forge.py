@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_frame_zero,
                             check_long_video, check_video_starts_with_the_image, decoded_first_frame, first_file,
-                            leaves_the_webui_as_before, payload, test_image, video_frames, write_test_adapter)
+                            leaves_the_webui_as_before, payload, sd15_motion_module, test_image, video_frames,
+                            write_test_adapter)
 
 FORGE = os.environ.get("I2V_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not FORGE, reason="I2V_FORGE_DIR is not set")
@@ -40,7 +41,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def motion_module():
-    return first_file(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*.safetensors").name
+    return sd15_motion_module(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,18 @@ def first_file(folder: Path, pattern: str) -> Path:
     return found[0]
 
 
+def sd15_motion_module(folder: Path) -> str:
+    """The first SD1.5 motion module (safetensors) in ``folder``; a shared WebUI may hold SDXL ones too, which
+    have motion modules on three down blocks, not four."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as tensors:
+            if any(key.startswith("down_blocks.3.") for key in tensors.keys()):
+                return path.name
+    pytest.skip(f"no SD1.5 motion module (safetensors) in {folder}")
+
+
 def write_test_adapter(webui: Path) -> Path:
     """Random adapter weights of the official layout, where the WebUI looks for them."""
     import weight_fixtures
