@@ -4,7 +4,7 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import a1111, forge, model_files, settings, xyz
+from i2v_adapter.webui import a1111, forge, model_files, page, send_to, settings, xyz
 from i2v_adapter.webui.ui import Panel
 
 # Classic Forge gets the same generation with its UNet patched per sampling; the new Forge only explains.
@@ -98,3 +98,14 @@ script_callbacks.on_cfg_after_cfg(_on_cfg_after_cfg)
 script_callbacks.on_script_unloaded(_on_script_unloaded)
 script_callbacks.on_ui_settings(settings.add_settings)
 script_callbacks.on_before_ui(xyz.add_axes)
+
+
+def _on_before_ui():
+    page.reset()
+    send_to.reset()
+
+
+script_callbacks.on_before_ui(_on_before_ui)
+script_callbacks.on_after_component(page.on_after_component)
+if not UNSUPPORTED:
+    send_to.install()

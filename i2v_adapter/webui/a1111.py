@@ -22,7 +22,7 @@ from ..layout import FrameLayout, Window
 from ..params import I2VParams, ParamsError
 from ..prior import frame_similarity_prior
 from ..weights.cache import cached_adapter_weights
-from . import animatediff, controlnet, model_files
+from . import animatediff, controlnet, model_files, refusal
 
 log = logging.getLogger("i2v_adapter")
 
@@ -64,6 +64,8 @@ def stop_with_message(p, message: str) -> None:
 
     def init(*args, **kwargs):
         p.init = original_init
+        if refusal.end_without_pictures(p, message):
+            return
         raise I2VAdapterError(message)
 
     p.init = init

@@ -1,4 +1,8 @@
-"""The I2V-Adapter accordion (gradio 3.41 and 4), built from the parameter object's fields."""
+"""The I2V-Adapter accordion (gradio 3.41 and 4), built from the parameter object's fields.
+
+Hover hints, the header's on/off status and the denoising-strength link live in javascript/; the layout
+of the preview strip in style.css. Every element id starts with ``<tab>_i2v_adapter``.
+"""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -6,27 +10,55 @@ from dataclasses import fields
 import gradio as gr
 
 from ..params import INFOTEXT_PREFIX, PRESETS, I2VParams
-from . import model_files
+from . import model_files, page, preview, send_to
 
 HINT_IMG2IMG = (
-    "Frame 0 of the video is this image; leave it empty to use the img2img image. "
-    "Needs AnimateDiff on. t0 replaces the denoising strength."
+    "Frame 0 of the video is the img2img picture, or the picture you drop here. Opening this panel switches "
+    "it on (the tick in its title); it needs AnimateDiff on, and while it is on t0 replaces the denoising strength."
 )
 HINT_TXT2IMG = (
-    "Frame 0 of the video is this image. Needs AnimateDiff on. In txt2img the other frames start from "
-    "pure noise: the Frame Similarity Prior (t0, p) works in img2img."
+    "Frame 0 of the video is this picture. Opening this panel switches it on (the tick in its title); it needs "
+    "AnimateDiff on. In txt2img the other frames start from pure noise: the prior (t0, p) works in img2img."
 )
-PRESET_HELP = "official: t0 1.0, p 0.5 (released code) · steady: t0 0.7, p 1.0 (least motion) · lively: t0 1.0, p 0.9 (most motion)"
+CUSTOM_PRESET = "custom"
+OFFICIAL_WEIGHTS = "i2v_module.pth"
+IMG2IMG_IMAGE_HEIGHT = 160
+THUMBNAIL_HEIGHT = 144
 
 
 def _knob(name: str):
     return next(f.metadata["knob"] for f in fields(I2VParams) if f.name == name)
 
 
-def _slider(name: str, elem_prefix: str):
-    knob, default = _knob(name), I2VParams.__dataclass_fields__[name].default
-    return gr.Slider(minimum=knob.minimum, maximum=knob.maximum, step=knob.step, value=default,
-                     label=knob.label, info=knob.help or None, elem_id=f"{elem_prefix}_{name}")
+def _default(name: str):
+    return I2VParams.__dataclass_fields__[name].default
+
+
+def _slider(name: str, elem_prefix: str, **kwargs):
+    knob = _knob(name)
+    return gr.Slider(minimum=knob.minimum, maximum=knob.maximum, step=knob.step, value=_default(name),
+                     label=knob.label, info=knob.help or None, elem_id=f"{elem_prefix}_{name}", **kwargs)
+
+
+def default_weights_choice() -> str:
+    """The official adapter when it is installed, else training-free."""
+    names = model_files.names()
+    official = [name for name in names if name.replace("\\", "/").split("/")[-1] == OFFICIAL_WEIGHTS]
+    return official[0] if official else model_files.TRAINING_FREE_LABEL
+
+
+def preset_name(t0: float, p: float) -> str:
+    """The preset whose t0 and p these are, or "custom"."""
+    for name, values in PRESETS.items():
+        if abs(float(t0) - values["t0"]) < 1e-6 and abs(float(p) - values["p"]) < 1e-6:
+            return name
+    return CUSTOM_PRESET
+
+
+def preset_values(name: str):
+    if name not in PRESETS:
+        return gr.update(), gr.update()
+    return gr.update(value=PRESETS[name]["t0"]), gr.update(value=PRESETS[name]["p"])
 
 
 class Panel:
@@ -34,42 +66,98 @@ class Panel:
 
     def __init__(self, is_img2img: bool, unsupported: str | None = None):
         """``unsupported``: one sentence saying why this WebUI cannot animate; shown instead of the hint."""
-        from modules.ui_components import InputAccordion, ToolButton
+        from modules.ui_components import InputAccordion
 
-        tab = "img2img" if is_img2img else "txt2img"
-        prefix = f"{tab}_i2v_adapter"
+        self.is_img2img = is_img2img
+        self.prefix = prefix = f"{'img2img' if is_img2img else 'txt2img'}_i2v_adapter"
         self.unsupported = unsupported
         if unsupported:
             # Opening an InputAccordion ticks it: here that would make the next plain generation fail.
             panel = gr.Accordion("I2V-Adapter", open=False, elem_id=prefix)
         else:
             panel = self.enable = InputAccordion(False, label="I2V-Adapter", elem_id=f"{prefix}_enable")
+            with self.enable.extra():
+                gr.HTML("", elem_id=f"{prefix}_status")  # "on: ..." written by javascript/
         with panel:
-            gr.Markdown(unsupported or (HINT_IMG2IMG if is_img2img else HINT_TXT2IMG))
+            gr.Markdown(unsupported or (HINT_IMG2IMG if is_img2img else HINT_TXT2IMG), elem_id=f"{prefix}_hint")
             if unsupported:
                 self.enable = gr.Checkbox(value=False, visible=False, elem_id=f"{prefix}_enable")
-            self.image = gr.Image(label="Image (frame 0)", type="pil", elem_id=f"{prefix}_image")
-            with gr.Row():
-                self.model = gr.Dropdown(choices=model_files.choices(), value=model_files.TRAINING_FREE_LABEL,
-                                         label=_knob("model").label, elem_id=f"{prefix}_model")
-                refresh = ToolButton(value="\U0001f504", elem_id=f"{prefix}_refresh")
-            with gr.Row():
-                preset = gr.Dropdown(choices=list(PRESETS), value="official", label="Preset", info=PRESET_HELP,
-                                     elem_id=f"{prefix}_preset")
-                self.scale = _slider("scale", prefix)
-            self.ip_adapter = gr.Checkbox(value=False, label=_knob("ip_adapter").label, info=_knob("ip_adapter").help,
-                                          elem_id=f"{prefix}_ip_adapter")
-            with gr.Accordion("Advanced", open=False):
+            self._image_and_weights()
+            with gr.Row(elem_id=f"{prefix}_ip_adapter_row"):
+                self.ip_adapter = gr.Checkbox(value=False, label=_knob("ip_adapter").label, min_width=300,
+                                              elem_id=f"{prefix}_ip_adapter")
+                self.ip_adapter_weight = _slider("ip_adapter_weight", prefix, visible=False)
+            with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}_advanced"):
                 self.t0 = _slider("t0", prefix)
                 self.p = _slider("p", prefix)
                 self.blur_sigma = _slider("blur_sigma", prefix)
                 self.color_match = gr.Checkbox(value=True, label=_knob("color_match").label,
                                                elem_id=f"{prefix}_color_match")
-                self.ip_adapter_weight = _slider("ip_adapter_weight", prefix)
+            self._preview_strip()
+        self._connect()
 
-        refresh.click(fn=lambda: gr.update(choices=model_files.choices()), inputs=[], outputs=[self.model])
-        preset.change(fn=lambda name: (gr.update(value=PRESETS[name]["t0"]), gr.update(value=PRESETS[name]["p"])),
-                      inputs=[preset], outputs=[self.t0, self.p])
+    def _image_and_weights(self) -> None:
+        from modules.ui_components import ToolButton
+
+        prefix = self.prefix
+        with gr.Row(elem_id=f"{prefix}_main_row"):
+            # img2img: the picture is optional (the img2img picture is the default), so it stays small.
+            image_height = {"height": IMG2IMG_IMAGE_HEIGHT} if self.is_img2img else {}
+            with gr.Column(scale=1, min_width=160, elem_id=f"{prefix}_image_column"):
+                self.image = gr.Image(label="Image (frame 0)", type="pil", elem_id=f"{prefix}_image", **image_height)
+            with gr.Column(scale=3 if self.is_img2img else 2, min_width=240):
+                with gr.Row():
+                    self.model = gr.Dropdown(choices=model_files.choices(), value=default_weights_choice(),
+                                             label=_knob("model").label, elem_id=f"{prefix}_model")
+                    # Computed at every start (the official file may arrive later), not frozen in ui-config.json.
+                    self.model.do_not_save_to_config = True
+                    self.refresh = ToolButton(value="\U0001f504", elem_id=f"{prefix}_refresh")
+                with gr.Row():
+                    self.preset = gr.Dropdown(choices=[*PRESETS, CUSTOM_PRESET], value="official", label="Preset",
+                                              elem_id=f"{prefix}_preset")
+                    self.scale = _slider("scale", prefix)
+
+    def _preview_strip(self) -> None:
+        prefix = self.prefix
+        if not self.is_img2img:
+            gr.HTML(preview.caption_html(preview.TXT2IMG_NOTE), elem_id=f"{prefix}_preview_note")
+            self.preview_button = None
+            return
+        with gr.Row(elem_id=f"{prefix}_preview", variant="compact"):
+            self.preview_button = gr.Button("Preview prior", elem_id=f"{prefix}_preview_button")
+            self.preview_prior = gr.Image(label="Prior", type="pil", interactive=False, height=THUMBNAIL_HEIGHT,
+                                          elem_id=f"{prefix}_preview_prior")
+            self.preview_noised = gr.Image(label="At t0", type="pil", interactive=False, height=THUMBNAIL_HEIGHT,
+                                           elem_id=f"{prefix}_preview_noised")
+        self.preview_caption = gr.HTML("", elem_id=f"{prefix}_preview_caption")
+
+    def _connect(self) -> None:
+        self.refresh.click(fn=lambda: gr.update(choices=model_files.choices()), inputs=[], outputs=[self.model])
+        self.preset.change(fn=preset_values, inputs=[self.preset], outputs=[self.t0, self.p], show_progress=False)
+        for slider in (self.t0, self.p):
+            slider.change(fn=preset_name, inputs=[self.t0, self.p], outputs=[self.preset], show_progress=False)
+        self.ip_adapter.change(fn=lambda on: gr.update(visible=bool(on)), inputs=[self.ip_adapter],
+                               outputs=[self.ip_adapter_weight], show_progress=False)
+        if self.preview_button is not None:
+            self._connect_preview()
+        if self.is_img2img and not self.unsupported:
+            send_to.register_panel(self.image)
+
+    def _connect_preview(self) -> None:
+        from modules.call_queue import wrap_queued_call
+
+        # img2img's own components, when the page built them before us (it does in the default layout).
+        extras = {name: page.get(f"img2img_{name}") for name in ("image", "seed", "width", "height", "resize_mode")}
+        extras = {name: component for name, component in extras.items() if component is not None}
+        inputs = [self.image, self.t0, self.p, self.blur_sigma, *extras.values()]
+
+        def run(image, t0, p, blur_sigma, *values):
+            given = dict(zip(extras, values))
+            return preview.run(image, given.get("image"), t0, p, blur_sigma, given.get("seed"), given.get("width"),
+                               given.get("height"), given.get("resize_mode", 0))
+
+        self.preview_button.click(fn=wrap_queued_call(run), inputs=inputs,
+                                  outputs=[self.preview_prior, self.preview_noised, self.preview_caption])
 
     @property
     def values(self) -> list:

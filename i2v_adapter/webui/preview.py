@@ -1,0 +1,84 @@
+"""The panel's Preview button: the prior of the current image, with the loaded model's VAE.
+
+Only the VAE access lives here; the picture is made by :mod:`i2v_adapter.prior_preview`. The image is
+resized and encoded exactly as a generation does (the posterior mean at img2img's size and resize mode),
+so the preview shows the prior frame 1 of a generation with the same seed starts from.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import time
+from types import SimpleNamespace
+
+import torch
+
+from ..image_input import ImageInputError, picture_from_value, to_rgb8
+from ..prior_preview import animatediff_alphas_cumprod, preview_prior
+
+log = logging.getLogger("i2v_adapter")
+
+NO_IMAGE = "Put a picture in this panel or as the img2img picture, then press Preview."
+TXT2IMG_NOTE = ("The prior applies in img2img only: in txt2img frames 1.. start from pure noise, so there is "
+                "nothing to preview here.")
+
+
+def _size(value, fallback: int) -> int:
+    try:
+        return max(64, int(value) // 8 * 8)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def encoder(sd_model, width: int, height: int, resize_mode: int):
+    """Image -> z0 as the generation computes it (resize as img2img does, posterior mean, scaled)."""
+    from .a1111 import encode_posterior_mean
+
+    def encode(image):
+        request = SimpleNamespace(sd_model=sd_model, width=width, height=height, resize_mode=resize_mode,
+                                  init_images=[image])
+        return encode_posterior_mean(request, image)
+
+    return encode
+
+
+def decoder(sd_model):
+    """Latents -> pixels in [-1, 1] with the full VAE, as the WebUI decodes its results."""
+    from modules import devices, sd_samplers_common
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        with devices.autocast():
+            pixels = sd_samplers_common.samples_to_images_tensor(latents.to(devices.device), 0, sd_model)
+        return pixels.float().cpu()
+
+    return decode
+
+
+def caption_html(text: str, kind: str = "note") -> str:
+    return f"<p class='i2v-adapter-preview-{kind}'>{html.escape(text)}</p>"
+
+
+def run(panel_image, img2img_image, t0, p, blur_sigma, seed, width=None, height=None, resize_mode=0):
+    """Click handler: (prior thumbnail, noised thumbnail, caption). Never raises: the caption says what is wrong."""
+    try:
+        image = picture_from_value(panel_image) or picture_from_value(img2img_image)
+    except ImageInputError as error:
+        return None, None, caption_html(str(error), "error")
+    if image is None:
+        return None, None, caption_html(NO_IMAGE, "error")
+    image = to_rgb8(image)
+    seed = int(seed) if seed is not None and int(seed) >= 0 else 0
+    width, height = _size(width, image.width // 8 * 8 or 512), _size(height, image.height // 8 * 8 or 512)
+    try:
+        from modules import shared
+
+        sd_model = shared.sd_model
+        started = time.perf_counter()
+        preview = preview_prior(image, encoder(sd_model, width, height, int(resize_mode or 0)), decoder(sd_model),
+                                float(t0), float(p), float(blur_sigma), seed, animatediff_alphas_cumprod())
+        elapsed = time.perf_counter() - started
+    except Exception as error:  # the model is missing or loading; say so, keep the page usable
+        log.warning("I2V-Adapter preview failed: %s", error)
+        return None, None, caption_html(f"Preview failed: {error}", "error")
+    return preview.prior, preview.noised, caption_html(
+        f"{preview.caption()} {width}x{height}, seed {seed}, {elapsed:.1f} s.")

@@ -1,0 +1,167 @@
+// I2V-Adapter panel: hover hints, the on/off status in its title, the denoising-strength link in img2img,
+// and the target of the "Send to I2V-Adapter" buttons. Everything is looked up by the panel's element ids
+// (txt2img_i2v_adapter_*, img2img_i2v_adapter_*); other elements are only read, never restyled.
+
+(function() {
+    var TABS = ["txt2img", "img2img"];
+
+    // Hover hints, as the WebUI's hints.js gives them (the title attribute), keyed by control.
+    var HINTS = {
+        "enable": "Opening this panel switches I2V-Adapter on (the tick in the title): the next Generate makes a video " +
+            "that starts with the picture. Untick it to make plain pictures again.",
+        "image": "Frame 0 of the video. In img2img it may stay empty: the img2img picture is used. It is resized to the " +
+            "generation size as img2img resizes; transparency is put on white.",
+        "model": "Adapter weights from models/I2V-Adapter. i2v_module.pth is the official trained adapter; " +
+            "'none: training-free' needs no file and keeps the picture's look less strongly.",
+        "refresh": "Scan models/I2V-Adapter (and the folder set in Settings) for weight files again.",
+        "preset": "Sets t0 and p together. official: t0 1.0, p 0.5 (the released code). steady: t0 0.7, p 1.0 " +
+            "(least motion). lively: t0 1.0, p 0.9 (most motion). 'custom' once you move t0 or p yourself.",
+        "scale": "Strength of the attention to frame 0 in every self-attention layer. 0 = off, 1 = as trained.",
+        "ip_adapter": "Adds a ControlNet IP-Adapter unit with this picture, as the paper does. A1111: needs the " +
+            "sd-webui-controlnet extension; Forge: its built-in ControlNet. Both need an SD1.5 IP-Adapter model " +
+            "(ip-adapter-plus_sd15 preferred) in models/ControlNet.",
+        "ip_adapter_weight": "Weight of that IP-Adapter unit (ControlNet's own 0 to 2 scale): in A1111 the " +
+            "sd-webui-controlnet unit's weight, in Forge the built-in ControlNet unit's weight.",
+        "t0": "Noise level frames 1.. start from, as a share of the schedule. In img2img it replaces the denoising " +
+            "strength. Lower: steadier video, less motion.",
+        "p": "Share of the picture's latent kept sharp in the prior; the rest is blurred. Higher: more motion.",
+        "blur_sigma": "Blur of the prior, in latent pixels (the official value is 18). 0 = no blur.",
+        "color_match": "Match the colours of every frame to frame 0 afterwards (CIELAB a/b), as the official " +
+            "post-processing does; keeps colours from drifting.",
+        "preview_button": "Show what frames 1.. start from for the current picture, t0, p, blur and seed, using the " +
+            "loaded model's VAE. Same settings, same picture.",
+        "preview_prior": "The prior: the picture's latent, partly blurred (share 1 - p), decoded.",
+        "preview_noised": "The prior at the t0 noise level: what the sampler really starts from.",
+    };
+
+    function byId(id) {
+        return gradioApp().getElementById(id);
+    }
+
+    function applyHints() {
+        TABS.forEach(function(tab) {
+            Object.keys(HINTS).forEach(function(name) {
+                var element = byId(tab + "_i2v_adapter_" + name);
+                if (name === "enable" && element) {
+                    element = element.querySelector(".label-wrap") || element;
+                }
+                if (element && !element.title) {
+                    element.title = HINTS[name];
+                }
+            });
+        });
+    }
+
+    function isEnabled(tab) {
+        var visible = byId(tab + "_i2v_adapter_enable-visible-checkbox");
+        if (visible) return visible.checked;
+        var hidden = gradioApp().querySelector("#" + tab + "_i2v_adapter_enable-checkbox input");
+        return Boolean(hidden && hidden.checked);
+    }
+
+    function animateDiffOn(tab) {
+        // sd-webui-animatediff's own checkbox; absent on WebUIs without it.
+        var box = gradioApp().querySelector("#" + tab + "-ad-enable input[type=checkbox]");
+        return box ? box.checked : null;
+    }
+
+    function t0Value() {
+        var input = gradioApp().querySelector("#img2img_i2v_adapter_t0 input[type=number]");
+        return input ? input.value : "";
+    }
+
+    function setText(element, text) {
+        if (element && element.textContent !== text) element.textContent = text;
+    }
+
+    function updateStatus(tab) {
+        var status = byId(tab + "_i2v_adapter_status");
+        if (!status) return;
+        var on = isEnabled(tab);
+        var animateDiff = animateDiffOn(tab);
+        var text = "";
+        if (on && animateDiff === false) {
+            text = "on \u2013 AnimateDiff is off: switch it on, or untick I2V-Adapter";
+        } else if (on) {
+            text = "on \u2013 Generate makes a video from the picture";
+        }
+        setText(status, text);
+        status.classList.toggle("i2v-adapter-status-warning", on && animateDiff === false);
+    }
+
+    // While the panel is on in img2img, t0 sets the denoising strength: grey the slider out and say so.
+    function updateDenoising() {
+        var slider = byId("img2img_denoising_strength");
+        if (!slider) return;
+        var on = isEnabled("img2img");
+        slider.classList.toggle("i2v-adapter-replaced", on);
+        var note = byId("img2img_i2v_adapter_denoising_note");
+        if (on && !note) {
+            note = document.createElement("div");
+            note.id = "img2img_i2v_adapter_denoising_note";
+            slider.appendChild(note);
+        }
+        if (note) {
+            note.style.display = on ? "" : "none";
+            setText(note, on ? "I2V-Adapter is on: its t0 (" + t0Value() + ") is used instead." : "");
+        }
+    }
+
+    // A refused page request ends without pictures; its sentence is the result's comment: show it as an error.
+    function markRefusals() {
+        TABS.forEach(function(tab) {
+            var info = byId("html_info_" + tab);
+            if (!info) return;
+            info.querySelectorAll("p.comments").forEach(function(paragraph) {
+                var ours = paragraph.textContent.trim().indexOf("I2V-Adapter") === 0;
+                paragraph.classList.toggle("i2v-adapter-refusal", ours);
+            });
+        });
+    }
+
+    function refresh() {
+        applyHints();
+        markRefusals();
+        TABS.forEach(updateStatus);
+        updateDenoising();
+    }
+
+    // Called by the WebUI after a "Send to I2V-Adapter" button (paste target "i2v_adapter") was pressed.
+    window.switch_to_i2v_adapter = function() {
+        if (typeof switch_to_img2img === "function") switch_to_img2img();
+        var id = "img2img_i2v_adapter_enable";
+        var accordion = byId(id);
+        if (accordion) {
+            if (accordion.visibleCheckbox && typeof inputAccordionChecked === "function") {
+                if (!accordion.visibleCheckbox.checked) inputAccordionChecked(id, true);
+            } else {
+                var label = accordion.querySelector(".label-wrap");
+                if (label && !label.classList.contains("open")) label.click();
+            }
+            setTimeout(function() {
+                accordion.scrollIntoView({behavior: "smooth", block: "start"});
+                refresh();
+            }, 100);
+        }
+        return Array.from(arguments);
+    };
+
+    if (typeof onUiLoaded === "function") {
+        onUiLoaded(function() {
+            refresh();
+            // Slider drags and ticks change values without touching the DOM tree: listen for them too.
+            gradioApp().addEventListener("input", refresh, true);
+            gradioApp().addEventListener("change", refresh, true);
+        });
+    }
+    if (typeof onUiUpdate === "function") {
+        var pending = null;
+        onUiUpdate(function() {
+            if (pending) return;
+            pending = setTimeout(function() {
+                pending = null;
+                refresh();
+            }, 200);
+        });
+    }
+})();
