@@ -14,7 +14,6 @@ def end_without_pictures(p, message: str) -> bool:
     """End a page request quietly with ``message``; False for API requests, which get the HTTP error."""
     if getattr(p, "is_api", False):
         return False
-    p.n_iter = 0  # read by the WebUI's batch loop right after p.init
     comment = getattr(p, "comment", None)
     if callable(comment):
         comment(message)
@@ -22,4 +21,5 @@ def end_without_pictures(p, message: str) -> bool:
         p.comments[message] = 1
     else:
         return False
+    p.n_iter = 0  # read by the WebUI's batch loop right after p.init
     return True

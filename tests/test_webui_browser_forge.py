@@ -1,0 +1,40 @@
+"""Forge in a real browser: the page loads with the panel, the panel opens, the console stays clean.
+
+One check per Forge whose variable is set: I2V_FORGE_DIR (classic Forge, reForge, Forge Classic; gradio 3.41)
+and I2V_NEW_FORGE_DIR (Forge 2; gradio 4.40), with their _PYTHON and _PORT variables as for
+test_webui_forge.py and test_webui_new_forge.py. Needs Chromium and chromedriver.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+FORGES = [("I2V_FORGE", 7871), ("I2V_NEW_FORGE", 7872)]
+
+
+@pytest.mark.parametrize("settings,port", FORGES, ids=["classic-forge", "forge-2"])
+def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, tmp_path):
+    root = os.environ.get(f"{settings}_DIR")
+    if not root:
+        pytest.skip(f"{settings}_DIR is not set")
+    import webui_server
+    from webui_browser import Page, start_browser
+
+    with webui_server.running(Path(root), settings, port, tmp_path / "forge.log", forge=True) as server:
+        driver = start_browser()
+        try:
+            page = Page(driver, server.url)
+            page.open()
+            for tab in ("txt2img", "img2img"):
+                assert page.exists(f"#{tab}_i2v_adapter_enable"), tab
+                assert page.exists(f"#{tab}_send_to_i2v_adapter"), tab
+            page.script("switch_to_img2img();")
+            page.click("#img2img_i2v_adapter_enable .label-wrap")
+            page.wait_for(lambda: page.visible("#img2img_i2v_adapter_t0"), 30, "the panel did not open")
+            page.wait_for(lambda: page.script("var el = gradioApp().querySelector('#img2img_i2v_adapter_t0');"
+                                              "return el && el.title;"), 10, "no hover hint")
+            errors = page.console_errors()
+            print(f"\n{settings}: console entries {len(page.console)}, errors {len(errors)}")
+            assert errors == []
+        finally:
+            driver.quit()
