@@ -108,8 +108,9 @@ def _registrars():
     A subcommand in its own module registers the same way: import its function here and add it to the list.
     """
     from .pipeline_cli import add_generate_command  # argparse only; diffusers is imported when it runs
+    from .train.cli_args import add_train_command  # argparse only; torch and accelerate load when it runs
 
-    return [_register_convert, _register_inspect, add_generate_command]
+    return [_register_convert, _register_inspect, add_generate_command, add_train_command]
 
 
 def program_name() -> str:

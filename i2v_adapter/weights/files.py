@@ -293,10 +293,12 @@ def adapter_state_dict(weights: AdapterWeights) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_adapter_weights(weights: AdapterWeights, path) -> None:
-    """Write ``weights`` as our ``.safetensors`` format (ldm names, metadata format/base/version/source_format)."""
+def save_adapter_weights(weights: AdapterWeights, path, extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``weights`` as our ``.safetensors`` format (ldm names, metadata format/base/version/source_format,
+    plus ``extra_metadata``, e.g. what a training run used)."""
     require_safetensors_name(path)
     metadata = {
+        **{key: str(value) for key, value in (extra_metadata or {}).items()},
         "format": FORMAT_NAME,
         "base": weights.base,
         "version": FORMAT_VERSION,
