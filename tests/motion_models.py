@@ -84,7 +84,8 @@ def diffusers_motion_adapter(motion: MotionModule):
 
     adapter = MotionAdapter(block_out_channels=motion.channels, motion_layers_per_block=2,
                             motion_num_attention_heads=8, motion_norm_num_groups=32,
-                            motion_max_seq_length=motion.max_frames, use_motion_mid_block=motion.mid_block is not None)
+                            motion_max_seq_length=motion.max_frames,
+                            use_motion_mid_block=motion.mid_block is not None)
     adapter.load_state_dict(convert_motion_module(motion.state_dict()), strict=True)
     return adapter.eval()
 
@@ -126,4 +127,5 @@ def sdxl_state_dict() -> dict:
 def hotshot_state_dict() -> dict:
     """HotShot-XL names its temporal layers ``temporal_attentions``."""
     block = "down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0"
-    return {f"{block}.to_q.weight": torch.zeros(32, 32), f"{block}.pos_encoder.positional_encoding": torch.zeros(1, 24, 32)}
+    return {f"{block}.to_q.weight": torch.zeros(32, 32),
+            f"{block}.pos_encoder.positional_encoding": torch.zeros(1, 24, 32)}

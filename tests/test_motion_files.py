@@ -5,6 +5,7 @@ from safetensors.torch import save_file
 
 import motion_models as mm
 from i2v_adapter.motion import MotionModule, MotionModuleError, load_motion_module
+from i2v_adapter.pipeline.motion_module import convert_motion_module
 
 SD15_V1_TENSORS = 20 * 28  # 20 temporal modules of 28 tensors each
 
@@ -72,15 +73,21 @@ def test_diffusers_motion_adapter_file_loads_with_the_same_weights(tmp_path):
     assert_same_weights(module, reference.state_dict())
 
 
-def test_motion_part_of_the_ipplus_whole_unet_is_used_and_the_rest_reported(tmp_path):
+@pytest.mark.parametrize("motion_naming", ["original", "diffusers"])
+def test_motion_part_of_the_ipplus_whole_unet_is_used_and_the_rest_reported(tmp_path, motion_naming):
     whole = mm.ipplus_state_dict()
+    motion = {k: v for k, v in whole.items() if ".motion_modules." in k}
+    if motion_naming == "diffusers":
+        whole = {k: v for k, v in whole.items() if k not in motion}
+        whole.update(convert_motion_module(motion))
     module = load_motion_module(save(whole, tmp_path / "animatediff_v15_v1_ipplus.pth", pickle_it=True))
     assert (module.version, module.source, module.max_frames) == ("v1", "ipplus", 24)
     assert module.groupnorm_across_frames
-    assert_same_weights(module, {k: v for k, v in whole.items() if ".motion_modules." in k})
+    assert_same_weights(module, motion)
+    used = sum(".motion_modules." in k for k in whole)  # diffusers keeps one position table per block
     spatial = sum(1 for k in whole if ".motion_modules." not in k and "_ip." not in k and "_ff." not in k)
     assert module.notes == [
-        f"whole-UNet file: used its {SD15_V1_TENSORS} motion-module tensors; not used here: {spatial} spatial UNet, "
+        f"whole-UNet file: used its {used} motion-module tensors; not used here: {spatial} spatial UNet, "
         "32 IP-Adapter K/V, 48 I2V-Adapter tensors (the WebUI's own checkpoint, IP-Adapter and adapter files serve "
         "those)"]
 

@@ -133,11 +133,21 @@ def test_v1_unet_norms_across_frames_equal_diffusers_with_inflated_norms(unet, u
         if type(transformer).__name__ == "AnimateDiffTransformer3D":
             transformer.norm = PerFrame(transformer.norm)
     with torch.no_grad():
-        ours = run_with_slots(unet, motion.slots(), FRAMES, *inputs, norms_across_frames=motion.groupnorm_across_frames)
+        ours = run_with_slots(unet, motion.slots(), FRAMES, *inputs,
+                              norms_across_frames=motion.groupnorm_across_frames)
         per_frame = run_with_slots(unet, motion.slots(), FRAMES, *inputs)
     theirs = diffusers_output(reference, *inputs)
     assert (ours - theirs).abs().max() <= TOLERANCE
     assert (per_frame - theirs).abs().max() > 100 * TOLERANCE
+
+
+def test_a_unet_of_other_widths_is_refused_before_anything_runs(inputs):
+    wide = models.ldm_unet(model_channels=64)
+    names = [name for name, _ in wide.named_modules()]
+    with pytest.raises(ValueError, match=r"input block 1, layer 1 should give 32 channels, found SpatialTransformer "
+                                         r"of 64 channels"):
+        run_with_slots(wide, mm.random_motion_module("v1").slots(), FRAMES, *inputs)
+    assert [name for name, _ in wide.named_modules()] == names
 
 
 def test_norms_routed_across_frames_are_exactly_the_ldm_groupnorm32_set(unet):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .group_norm import groupnorm_across_frames
+
 # Fused attention kernels on some GPUs fail above 65,535 rows x heads: attend in slices below that.
 _ATTENTION_ROW_LIMIT = 65_535
 
@@ -134,8 +136,6 @@ class TemporalTransformer(nn.Module):
     def _normed(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         if not self.norm_across_frames:
             return self.norm(x)
-        from .group_norm import groupnorm_across_frames
-
         return groupnorm_across_frames(self.norm, x, frames)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
