@@ -6,6 +6,7 @@ AdamW at a constant rate. Frozen parts run in the mixed-precision dtype (the VAE
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,8 +92,8 @@ class _Log:
             self.file = open(settings.checkpoints_folder / "log.jsonl", "a", encoding="utf-8")
 
     def say(self, text: str) -> None:
-        if self.main:
-            self.bar.write(text)
+        if self.main:  # stderr beside the bar: stdout keeps the one result line
+            self.bar.write(text, file=sys.stderr)
 
     def step(self, step: int, loss: float, samples_per_second: float, skipped: int) -> None:
         if not self.main:
@@ -243,4 +244,5 @@ class _Quiet:
         self.accelerator = accelerator
 
     def say(self, text: str) -> None:
-        self.accelerator.print(text)
+        if self.accelerator.is_main_process:
+            print(text, file=sys.stderr)
