@@ -7,10 +7,17 @@ from i2v_adapter.params import ParamsError
 from i2v_adapter.webui import a1111, forge, model_files, page, send_to, settings, xyz
 from i2v_adapter.webui.ui import Panel
 
-# Classic Forge gets the same generation with its UNet patched per sampling; the new Forge only explains.
+# Classic Forge gets the same generation with its UNet patched per sampling; Forge 2 brings its own motion module.
 HOST = forge.host()
-GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE else a1111.Generation
-UNSUPPORTED = forge.NEW_FORGE_REASON if HOST == forge.NEW_FORGE else None
+FORGE2 = HOST == forge.NEW_FORGE
+GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE or FORGE2 else a1111.Generation
+if FORGE2:
+    from i2v_adapter.webui import forge2, forge2_motion, forge2_ui
+
+
+def parse_arguments(args):
+    """(I2VParams, the Forge 2 video settings or None)."""
+    return forge2.parse_arguments(args) if FORGE2 else (a1111.parse_arguments(args), None)
 
 
 class I2VAdapterScript(scripts.Script):
@@ -21,18 +28,25 @@ class I2VAdapterScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        panel = Panel(is_img2img, unsupported=UNSUPPORTED)
+        panel = Panel(is_img2img)
         self.infotext_fields = panel.infotext_fields
         self.paste_field_names = []
-        return panel.values
+        if not FORGE2:
+            return panel.values
+        with panel.enable:  # the motion section goes inside the panel's accordion
+            motion = forge2_ui.MotionSection(is_img2img)
+        self.infotext_fields = self.infotext_fields + motion.infotext_fields
+        return panel.values + motion.values
+
+    def before_process(self, p, *args):
+        if FORGE2:
+            forge2.before_process(p, args)
 
     def setup(self, p, *args):
         # Runs before every script's before_process: the only moment to shape the request
         # (ControlNet's units, Forge's AnimateDiff arguments) before sd-webui-animatediff reads it.
-        if UNSUPPORTED:
-            return
         try:
-            params = a1111.parse_arguments(args)
+            params, _ = parse_arguments(args)
         except ParamsError:
             return  # process() reports it
         if params.enable and HOST == forge.CLASSIC_FORGE:
@@ -44,14 +58,16 @@ class I2VAdapterScript(scripts.Script):
         # Runs for every generation, enabled or not: first remove anything a failed run left behind.
         a1111.sweep(getattr(getattr(p.sd_model, "model", None), "diffusion_model", None))
         forge.sweep()
+        if FORGE2:
+            forge2_motion.restore_schedule()
         try:
-            params = a1111.parse_arguments(args)
+            params, motion = parse_arguments(args)
             params = replace(params, model=model_files.to_param(params.model), **xyz.overrides(p))
         except ParamsError as error:
             a1111.stop_with_message(p, str(error))
             return
-        if params.enable and UNSUPPORTED:
-            a1111.stop_with_message(p, UNSUPPORTED)
+        if params.enable and FORGE2:
+            forge2.begin(p, params, motion)
         elif params.enable:
             a1111.begin(p, params, GENERATION)
 
@@ -73,6 +89,8 @@ class I2VAdapterScript(scripts.Script):
     def postprocess(self, p, processed, *args):
         generation = a1111.active_generation()
         if generation is not None and generation.p is p:
+            if FORGE2:
+                generation.write_video(processed)
             generation.stop()
 
 
@@ -91,6 +109,8 @@ def _on_cfg_after_cfg(params):
 def _on_script_unloaded():
     a1111.sweep(getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None))
     forge.sweep()
+    if FORGE2:
+        forge2_motion.restore_schedule()
 
 
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
@@ -98,6 +118,8 @@ script_callbacks.on_cfg_after_cfg(_on_cfg_after_cfg)
 script_callbacks.on_script_unloaded(_on_script_unloaded)
 script_callbacks.on_ui_settings(settings.add_settings)
 script_callbacks.on_before_ui(xyz.add_axes)
+if FORGE2:
+    script_callbacks.on_ui_settings(forge2_motion.add_settings)
 
 
 def _on_before_ui():
@@ -107,5 +129,4 @@ def _on_before_ui():
 
 script_callbacks.on_before_ui(_on_before_ui)
 script_callbacks.on_after_component(page.on_after_component)
-if not UNSUPPORTED:
-    send_to.install()
+send_to.install()

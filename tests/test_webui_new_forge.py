@@ -1,38 +1,64 @@
-"""The new Forge (``backend/``, gradio 4): no AnimateDiff exists there, so the extension must load, show its
-panel, refuse an enabled request with one sentence, and change nothing else.
+"""End to end in a real Forge 2 (``backend/``, gradio 4), where the extension brings its own motion modules.
 
 Runs only when I2V_NEW_FORGE_DIR points at a checkout of lllyasviel/stable-diffusion-webui-forge ``main`` with
-an SD1.5 checkpoint (random weights are fine). Optional: I2V_NEW_FORGE_PYTHON, I2V_NEW_FORGE_PORT (default
-7872), I2V_NEW_FORGE_ARGS (extra launch flags).
+an SD1.5 checkpoint in models/Stable-diffusion and AnimateDiff SD1.5 motion modules in models/AnimateDiff
+(random weights of the real shapes are fine): a v2 and a v3 one in safetensors (names with "v2"/"v3"), a v1
+one as a pickle. Optional: I2V_NEW_FORGE_PYTHON, I2V_NEW_FORGE_PORT (default 7872), I2V_NEW_FORGE_ARGS.
 """
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from webui_requests import SIZE, test_image
-
-from i2v_adapter.webui.forge import NEW_FORGE_REASON
+from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, check_frame_zero, check_long_video,
+                            check_video_starts_with_the_image, decoded_first_frame, first_file, test_image,
+                            video_frames, write_test_adapter)
 
 NEW_FORGE = os.environ.get("I2V_NEW_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
+
+CORRUPT_FILE = "zz_i2v_test_corrupt.safetensors"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import webui_server
 
+    write_test_adapter(Path(NEW_FORGE))
     with webui_server.running(Path(NEW_FORGE), "I2V_NEW_FORGE", 7872,
                               tmp_path_factory.mktemp("new-forge") / "forge.log", forge=True) as webui:
         yield webui
 
 
-def txt2img(i2v=None) -> dict:
-    body = dict(prompt="a cat", steps=2, width=SIZE, height=SIZE, cfg_scale=7, sampler_name="Euler", seed=1)
+def motion_file(pattern: str) -> str:
+    return first_file(Path(NEW_FORGE) / "models" / "AnimateDiff", pattern).name
+
+
+@pytest.fixture(scope="module")
+def reference_frame_zero():
+    checkpoint = first_file(Path(NEW_FORGE) / "models" / "Stable-diffusion", "*.safetensors")
+    return decoded_first_frame(checkpoint, test_image())
+
+
+def txt2img(i2v=None, **extra) -> dict:
+    body = {**dict(prompt="a cat", negative_prompt="", steps=2, width=SIZE, height=SIZE, cfg_scale=7,
+                   sampler_name="Euler", seed=1), **extra}
     if i2v is not None:
         body["alwayson_scripts"] = {"I2V-Adapter": {"args": [i2v]}}
     return body
+
+
+def video_request(motion_module, frames=FRAMES, seed=1, img2img=True, **i2v) -> dict:
+    import webui_server
+
+    image = webui_server.encode_png(test_image())
+    settings = {"enable": True, "model": ADAPTER_FILE, "motion_module": motion_module, "frames": frames,
+                "formats": ["GIF", "PNG"], **i2v}
+    if img2img:
+        return txt2img(settings, seed=seed, init_images=[image])
+    return txt2img({"image": image, **settings}, seed=seed)
 
 
 def pictures(response) -> list[np.ndarray]:
@@ -40,6 +66,13 @@ def pictures(response) -> list[np.ndarray]:
 
     assert response.status_code == 200, response.text[:500]
     return [np.asarray(webui_server.decode_image(item).convert("RGB")) for item in response.json()["images"]]
+
+
+def timed_post(server, path, body):
+    start = time.time()
+    response = server.post(path, body)
+    print(f"{path}: {time.time() - start:.1f} s")
+    return response
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +93,82 @@ def test_the_extension_loads_without_errors(server):
     assert ours == []
 
 
-def test_the_panel_says_why_it_cannot_animate(server):
+def test_the_panel_has_a_motion_section(server):
     components = server.get("/config").json()["components"]
     elem_ids = {c.get("props", {}).get("elem_id") for c in components}
-    texts = [c.get("props", {}).get("value") for c in components if c.get("type") == "markdown"]
-    print(f"panel components: {sorted(e for e in elem_ids if e and 'i2v_adapter' in e)}")
-    assert {"txt2img_i2v_adapter", "img2img_i2v_adapter", "txt2img_i2v_adapter_model"} <= elem_ids
-    assert texts.count(NEW_FORGE_REASON) == 2  # txt2img and img2img
-    # Nothing in the page can switch the extension on: opening the panel must not make generations fail.
-    enables = [c for c in components if c.get("props", {}).get("elem_id", "").endswith("i2v_adapter_enable")]
-    assert len(enables) == 2
-    assert all(c["type"] == "checkbox" and c["props"]["value"] is False and c["props"]["visible"] is False
-               for c in enables)
+    for tab in ("txt2img", "img2img"):
+        assert {f"{tab}_i2v_adapter_enable", f"{tab}_i2v_adapter_motion_module", f"{tab}_i2v_adapter_frames",
+                f"{tab}_i2v_adapter_fps", f"{tab}_i2v_adapter_context_length", f"{tab}_i2v_adapter_context_overlap",
+                f"{tab}_i2v_adapter_formats"} <= elem_ids
+    choices = server.dropdown_choices("txt2img_i2v_adapter_motion_module")
+    print(f"motion modules listed: {choices}")
+    assert motion_file("*v2*.safetensors") in choices
 
 
-def test_an_enabled_request_is_refused_with_the_sentence(server, baseline):
-    import webui_server
+def test_img2img_video_starts_with_the_image(server, baseline, reference_frame_zero):
+    module = motion_file("*v2*.safetensors")
+    first = timed_post(server, "/sdapi/v1/img2img", video_request(module, seed=1, formats=["GIF", "PNG"]))
+    second = server.post("/sdapi/v1/img2img", video_request(module, seed=2))
+    check_video_starts_with_the_image(video_frames(first), video_frames(second), reference_frame_zero)
+    infotext = first.json()["info"]
+    assert f"I2V-Adapter motion module: {module}" in infotext and f"I2V-Adapter frames: {FRAMES}" in infotext
 
-    response = server.post("/sdapi/v1/txt2img", txt2img({"enable": True,
-                                                          "image": webui_server.encode_png(test_image())}))
-    print(f"enabled request: HTTP {response.status_code} {response.text[:300]}")
+
+def test_every_format_comes_back_video_first(server):
+    import base64
+
+    body = video_request(motion_file("*v3*.safetensors"), formats=["PNG", "WEBM", "MP4", "GIF"], frames=4)
+    items = [base64.b64decode(item) for item in timed_post(server, "/sdapi/v1/img2img", body).json()["images"]]
+    print(f"{len(items)} items: {[item[:12] for item in items[:4]]}")
+    assert len(items) == 3 + 4  # GIF, MP4, WEBM, then the 4 frames
+    assert items[0][:6] == b"GIF89a" and items[1][4:8] == b"ftyp" and items[2][:4] == bytes.fromhex("1a45dfa3")
+    assert all(item[:8] == b"\x89PNG\r\n\x1a\n" for item in items[3:])
+
+
+def test_txt2img_with_the_panel_image(server, reference_frame_zero):
+    frames = video_frames(timed_post(server, "/sdapi/v1/txt2img",
+                                     video_request(motion_file("*v3*.safetensors"), img2img=False)))
+    assert len(frames) == FRAMES
+    check_frame_zero("txt2img, v3", frames[0], reference_frame_zero)
+    assert max(int(np.abs(f.astype(int) - frames[0].astype(int)).max()) for f in frames[1:]) > 10
+
+
+def test_v1_motion_module_with_group_norm_over_frames(server, reference_frame_zero):
+    frames = video_frames(timed_post(server, "/sdapi/v1/img2img", video_request(motion_file("*v1*.ckpt"))))
+    assert len(frames) == FRAMES
+    check_frame_zero("img2img, v1", frames[0], reference_frame_zero)
+
+
+def test_a_long_video_is_anchored_in_every_window(server, reference_frame_zero):
+    body = video_request(motion_file("*v2*.safetensors"), frames=32, context_length=16, context_overlap=4)
+    video = video_frames(timed_post(server, "/sdapi/v1/img2img", body))
+    check_long_video(server, video, 32, reference_frame_zero)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"motion_module": "missing_module.safetensors"}, "no motion module named 'missing_module.safetensors'"),
+    ({"motion_module": CORRUPT_FILE}, CORRUPT_FILE),
+    ({"frames": 1}, "frames must be between 2 and 64"),
+    ({"context_length": 40}, "context_length must be between"),
+    ({"context_length": 8, "context_overlap": 8, "frames": 16}, "overlap (8) must be less"),
+    ({"formats": ["AVI"]}, "unknown format(s) AVI"),
+    ({"bogus_key": 1}, "unknown parameter(s) bogus_key"),
+])
+def test_bad_requests_are_refused_with_one_sentence(server, baseline, settings, expected):
+    corrupt = Path(NEW_FORGE) / "models" / "AnimateDiff" / CORRUPT_FILE
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken!}" + bytes(64))
+    try:
+        response = server.post("/sdapi/v1/img2img", video_request(motion_file("*v2*.safetensors"), **settings))
+    finally:
+        corrupt.unlink()
+    print(f"{settings}: HTTP {response.status_code} {response.text[:300]}")
     assert response.status_code == 422
-    assert response.json()["detail"] == NEW_FORGE_REASON
+    detail = response.json()["detail"]
+    assert expected in detail and "\n" not in detail
 
 
 def test_zz_requests_without_the_extension_are_bit_identical(server, baseline):
-    # Runs last (file order): after the refused request above.
+    # Runs last (file order): after every video and refusal above, the noise schedule is Forge's again.
     for body in (txt2img(), txt2img({"enable": False})):
         after = pictures(server.post("/sdapi/v1/txt2img", body))
         assert len(after) == len(baseline) and all(np.array_equal(a, b) for a, b in zip(after, baseline))

@@ -73,7 +73,8 @@ def stop_with_message(p, message: str) -> None:
 
 
 def _unet(p):
-    return p.sd_model.model.diffusion_model
+    model = p.sd_model.model if hasattr(p.sd_model, "model") else p.sd_model.forge_objects.unet.model  # Forge 2: no .model
+    return model.diffusion_model
 
 
 def _is_img2img(p) -> bool:
@@ -295,12 +296,13 @@ def prepare_controlnet(p, params: I2VParams, host: controlnet.ControlNetHost = c
         stop_with_message(p, f"I2V-Adapter could not prepare the ControlNet units: {error}")
 
 
-def begin(p, params: I2VParams, generation_class: type[Generation] = Generation) -> Generation | None:
+def begin(p, params: I2VParams, generation_class: type[Generation] = Generation,
+          check=check_request) -> Generation | None:
     """Validate and start a generation; on bad input make the generation stop with the message."""
     if getattr(p, STOP_MESSAGE, None):
         return None
     try:
-        generation = generation_class(p, params, check_request(p, params))
+        generation = generation_class(p, params, check(p, params))
         generation.start()
         return generation
     except I2VAdapterError as error:

@@ -11,7 +11,8 @@ A1111, with three differences:
   ``on_cfg_denoiser`` sees the frames once (not doubled) with real sigmas for every sampler.
 - sd-webui-animatediff's forge branch drops API requests on the floor (see :func:`guard_animatediff_api`).
 
-The new Forge (``backend/``) has no AnimateDiff: the extension loads there and says so.
+Forge 2 (``backend/``) has no AnimateDiff: there the extension brings its own motion module (``forge2``),
+on top of the same first-frame patches.
 """
 from __future__ import annotations
 
@@ -26,11 +27,6 @@ from torch import nn
 from ..weights.adapter import AdapterWeights, LayerWeights
 from ..hooks import FirstFrameBranch
 from . import a1111, forge_controlnet
-
-NEW_FORGE_REASON = (
-    "This Forge cannot animate: I2V-Adapter needs AnimateDiff, which exists for A1111 and for classic Forge, "
-    "reForge and Forge Classic (sd-webui-animatediff's forge/master branch), not for this Forge's new backend."
-)
 
 A1111, CLASSIC_FORGE, NEW_FORGE = "a1111", "forge", "new-forge"
 

@@ -1,0 +1,60 @@
+"""Forge 2: the finished frames written as videos under the outputs folder, and put in front of the results.
+
+The writer is the command line's (``pipeline.video``). API callers get each video as base64 before the
+frames; the UI's gallery gets the files' paths (gradio 4 shows a GIF from its path).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..pipeline.video import write_video
+
+log = logging.getLogger("i2v_adapter")
+
+SUFFIXES = {"GIF": ".gif", "MP4": ".mp4", "WEBM": ".webm", "PNG": ""}
+
+
+def output_folder(p) -> Path:
+    from modules import shared
+
+    base = getattr(p, "outpath_samples", None) or shared.opts.outdir_samples or "outputs"
+    return Path(base) / "i2v-adapter"
+
+
+def _next_stem(folder: Path, seed: int) -> str:
+    taken = [int(name.split("-", 1)[0]) for name in os.listdir(folder) if name.split("-", 1)[0].isdigit()]
+    return f"{max(taken, default=-1) + 1:05d}-{seed}"
+
+
+def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, formats, fps: int, infotext: str) -> list[Path]:
+    """Every chosen format of the frames under ``folder``; the videos first, PNG frames last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _next_stem(folder, seed)
+    order = [name for name in SUFFIXES if name in formats]
+    return [write_video(frames, folder / f"{stem}{SUFFIXES[name]}", fps=fps, comment=infotext) for name in order]
+
+
+def add_to_results(p, processed, frames: int, formats, fps: int) -> list[Path]:
+    """Write the video(s) of ``processed``'s first ``frames`` pictures and list them before the pictures."""
+    start = getattr(processed, "index_of_first_image", 0)
+    pictures = [np.asarray(image.convert("RGB")) for image in processed.images[start:start + frames]]
+    if len(pictures) < 2:
+        log.warning("I2V-Adapter: %d picture(s) came back, no video written", len(pictures))
+        return []
+    infotext = processed.infotexts[start] if processed.infotexts else ""
+    seed = int(processed.seed) if getattr(processed, "seed", None) is not None else 0
+    written = write_outputs(pictures, output_folder(p), seed, formats, fps, infotext)
+    videos = [path for path in written if path.suffix]
+    if getattr(p, "is_api", False):
+        shown = [base64.b64encode(path.read_bytes()).decode() for path in videos]
+    else:
+        shown = [str(path) for path in videos]
+    processed.images[start:start] = shown
+    processed.infotexts[start:start] = [infotext] * len(shown)
+    log.info("I2V-Adapter: wrote %s", ", ".join(str(path) for path in written))
+    return written

@@ -1,0 +1,183 @@
+"""Forge 2 glue that runs without Forge: video settings, windows through the UNet wrapper, the schedule
+override, refusals, and the video files."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from i2v_adapter.layout import FrameLayout
+from i2v_adapter.motion import animatediff_sigmas, context_windows
+from i2v_adapter.params import I2VParams, ParamsError
+from i2v_adapter.webui import forge2_motion
+from i2v_adapter.webui.forge2_params import MotionParams, split_arguments
+from i2v_adapter.webui.forge2_video import write_outputs
+from i2v_adapter.webui.forge2_windows import window_wrapper
+
+
+# -- settings -----------------------------------------------------------------------------------------
+
+def test_an_api_dict_is_split_by_key():
+    i2v, motion = split_arguments([{"enable": True, "scale": 0.5, "frames": 12, "formats": "gif, mp4",
+                                    "motion_module": "mm.safetensors"}])
+    assert i2v == [{"enable": True, "scale": 0.5}]
+    assert motion == MotionParams(motion_module="mm.safetensors", frames=12, formats=("GIF", "MP4"))
+
+
+def test_panel_values_are_split_by_position():
+    panel = [True, None, "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0]
+    assert len(panel) == len(I2VParams.names())
+    i2v, motion = split_arguments(panel + ["mm.ckpt", 24.0, 12, 16, 4, ["WEBM", "PNG"]])
+    assert i2v == panel
+    assert motion == MotionParams("mm.ckpt", 24, 12, 16, 4, ("WEBM", "PNG"))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"frames": 1}, "frames must be between 2 and 64"),
+    ({"frames": 65}, "frames must be between 2 and 64"),
+    ({"frames": 8.5}, "frames must be a whole number"),
+    ({"frames": True}, "frames must be a whole number"),
+    ({"fps": "fast"}, "fps must be a whole number"),
+    ({"formats": ["GIF", "AVI"]}, "unknown format(s) AVI"),
+    ({"formats": 3}, "formats must be a list"),
+])
+def test_bad_video_settings_are_one_sentence(values, message):
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MotionParams.from_dict(values)
+
+
+def test_video_settings_go_to_the_infotext():
+    entries = MotionParams(motion_module="mm.ckpt", frames=24).infotext()
+    assert entries["I2V-Adapter frames"] == "24" and entries["I2V-Adapter motion module"] == "mm.ckpt"
+    assert "I2V-Adapter formats" not in entries
+
+
+# -- windows ------------------------------------------------------------------------------------------
+
+def _call(frames=10, chunks=2, channels=3):
+    rows = frames * chunks
+    x = torch.randn(rows, channels, 4, 4)
+    c = {"c_crossattn": torch.randn(rows, 5, 8), "control": {"input": [torch.randn(rows, 3, 4, 4)]},
+         "transformer_options": {"cond_mark": torch.tensor([1.0] * frames + [0.0] * frames),
+                                 "sigmas": torch.arange(frames, dtype=torch.float32),
+                                 "cond_or_uncond": [1, 0]}}
+    return {"input": x, "timestep": torch.full((rows,), 3.0), "c": c, "cond_or_uncond": [1, 0]}
+
+
+def _row_wise_unet(x, timestep, c_crossattn, control, transformer_options):
+    # Each output row depends only on its own row of every input: windows must not change it.
+    control_row = control["input"].pop()
+    assert len(transformer_options["cond_mark"]) == x.shape[0]
+    assert len(transformer_options["cond_indices"]) + len(transformer_options["uncond_indices"]) == x.shape[0]
+    return x * 2 + c_crossattn.mean(dim=(1, 2))[:, None, None, None] + control_row + timestep[:, None, None, None]
+
+
+def test_windows_give_the_direct_result_for_row_wise_models():
+    frames = 10
+    args = _call(frames)
+    direct = _row_wise_unet(args["input"], args["timestep"], args["c"]["c_crossattn"],
+                            {"input": list(args["c"]["control"]["input"])}, {**args["c"]["transformer_options"],
+                            "cond_indices": list(range(10, 20)), "uncond_indices": list(range(10))})
+    layout = FrameLayout(4, 0, keep_reference=True)
+    windows = context_windows(frames, 4, 1)
+    seen = []
+
+    def apply_model(x, timestep, **c):
+        seen.append(layout.window)
+        return _row_wise_unet(x, timestep, **c)
+
+    out = window_wrapper(windows, frames, layout)(apply_model, args)
+    assert torch.allclose(out, direct, atol=1e-6)
+    assert len(args["c"]["control"]["input"]) == 1  # the caller's control list is untouched
+    assert [w.first_frame_position for w in seen] == [0 if 0 in w else None for w in windows]
+    assert seen[0].first_frame_position == 0 and all(w.chunk_length == 4 for w in seen)
+
+
+def test_overlapping_frames_get_the_mean_of_their_windows():
+    frames = 6
+    windows = [[0, 1, 2, 3], [2, 3, 4, 5]]
+    calls = iter([1.0, 3.0])
+    args = _call(frames)
+    out = window_wrapper(windows, frames, FrameLayout(4))(
+        lambda x, t, **c: torch.full_like(x, next(calls)), args)
+    per_frame = out[:frames, 0, 0, 0].tolist()
+    assert per_frame == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    assert torch.equal(out[:frames], out[frames:])
+
+
+def test_other_batch_sizes_and_a_previous_wrapper_pass_through():
+    frames = 6
+    used = []
+
+    def previous(apply_model, args):
+        used.append(args["input"].shape[0])
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    wrapper = window_wrapper([[0, 1, 2, 3], [2, 3, 4, 5]], frames, FrameLayout(4), previous)
+    odd = _call(5, chunks=2)
+    wrapper(lambda x, t, **c: x, odd)
+    wrapper(lambda x, t, **c: x, _call(frames))
+    assert used == [10, 8, 8]  # the odd call whole, then one call per window through the previous wrapper
+
+
+# -- schedule and refusals ------------------------------------------------------------------------------
+
+class _Predictor:
+    def __init__(self):
+        self.sigmas = torch.linspace(0.03, 14.6, 1000)
+
+    def set_sigmas(self, sigmas):
+        self.sigmas = sigmas.float()
+
+
+def test_the_schedule_is_animatediffs_until_restored():
+    predictor = _Predictor()
+    forge_sigmas = predictor.sigmas.clone()
+    override = forge2_motion.ScheduleOverride(predictor)
+    override.apply()
+    override.apply()  # twice (hires fix calls twice): the backup stays Forge's
+    assert torch.equal(predictor.sigmas, animatediff_sigmas())
+    assert 24 < float(predictor.sigmas[-1]) < 26
+    override.restore()
+    assert torch.equal(predictor.sigmas, forge_sigmas)
+
+
+def test_a_schedule_left_set_is_restored_by_the_sweep():
+    predictor = _Predictor()
+    forge_sigmas = predictor.sigmas.clone()
+    forge2_motion.ScheduleOverride(predictor).apply()  # a generation that died before its cleanup
+    forge2_motion.restore_schedule()
+    assert torch.equal(predictor.sigmas, forge_sigmas)
+    forge2_motion.restore_schedule()  # nothing left: a no-op
+    assert torch.equal(predictor.sigmas, forge_sigmas)
+
+
+def _model(storage=torch.float16, **kinds):
+    unet = SimpleNamespace(model=SimpleNamespace(storage_dtype=storage))
+    return SimpleNamespace(forge_objects=SimpleNamespace(unet=unet), **kinds)
+
+
+def test_models_that_cannot_take_a_motion_module_are_refused():
+    assert forge2_motion.refusal(_model(is_sd1=True)) is None
+    assert forge2_motion.refusal(_model(is_sd1=True, storage=torch.float8_e4m3fn)) is None
+    assert "the loaded one is SDXL" in forge2_motion.refusal(_model(is_sd1=False, is_sdxl=True))
+    assert "the loaded one is Flux" in forge2_motion.refusal(type("Flux", (), {"is_sd1": False})())
+    assert "stored as GGUF" in forge2_motion.refusal(_model(is_sd1=True, storage="gguf"))
+    assert "stored as NF4" in forge2_motion.refusal(_model(is_sd1=True, storage="nf4"))
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+def test_every_format_is_written_with_the_infotext(tmp_path):
+    frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(4)]
+    written = write_outputs(frames, tmp_path, 7, ("PNG", "WEBM", "GIF", "MP4"), 8, "a cat, I2V-Adapter: on")
+    assert [p.name for p in written] == ["00000-7.gif", "00000-7.mp4", "00000-7.webm", "00000-7"]
+    assert all(p.stat().st_size > 0 for p in written[:3])
+    gif = Image.open(written[0])
+    assert gif.n_frames == 4 and gif.info["comment"] == b"a cat, I2V-Adapter: on"
+    pngs = sorted(written[3].iterdir())
+    assert len(pngs) == 4 and Image.open(pngs[0]).info["parameters"] == "a cat, I2V-Adapter: on"
+    assert b"I2V-Adapter: on" in written[1].read_bytes()
+    again = write_outputs(frames, tmp_path, 7, ("GIF",), 8, "")
+    assert again[0].name == "00001-7.gif"
