@@ -16,6 +16,7 @@ import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint, write_adapter
 from .clips import list_clips
+from .conditioning import is_sdxl, load_conditioning
 from .data import ClipSamples, sample_loader
 from .decode import choose_decoder, frame_span
 from .recipe.model import FirstFrameAdapter, TrainingHooks
@@ -48,10 +49,10 @@ class TrainResult:
         return self.samples_per_step * len(timed) / sum(timed) if timed and sum(timed) > 0 else 0.0
 
 
-def _freeze(parts, device, dtype) -> None:
-    for module in (parts.unet, parts.vae, parts.text_encoder):
+def _freeze(parts, conditioning, device, dtype) -> None:
+    for module in (parts.unet, parts.vae, *conditioning.modules):
         module.requires_grad_(False).eval()
-    modules = [parts.unet, parts.text_encoder] + ([parts.ip_adapter.encoder.model] if parts.ip_adapter else [])
+    modules = [parts.unet, *conditioning.modules] + ([parts.ip_adapter.encoder.model] if parts.ip_adapter else [])
     for module in modules:
         module.to(device)
         if dtype != torch.float32:  # asked only when needed: diffusers warns about any dtype cast
@@ -119,9 +120,6 @@ def _load(settings: TrainSettings, log: _Log):
         log.say(f"note: {note}")
     if settings.frames > parts.motion_max_frames:
         raise ValueError(f"--frames {settings.frames} is more than the motion module's {parts.motion_max_frames}")
-    if getattr(parts.unet.config, "addition_embed_type", None) == "text_time":
-        raise ValueError("this base model is SDXL; the trainer reads SD1.5-style conditioning (one text "
-                         "encoder) so far")
     return parts
 
 
@@ -139,8 +137,12 @@ def train(settings: TrainSettings) -> TrainResult:
         validation, clips = choose_validation_input(settings, clips, decoder)
 
     parts = _load(settings, _Quiet(accelerator))
+    conditioning = load_conditioning(parts, settings.checkpoint, settings.resolution)
+    if validation is not None and is_sdxl(parts.unet):
+        _Quiet(accelerator).say("note: no validation videos: the generate pipeline samples SD1.5-style models only")
+        validation, clips = None, listed.clips
     adapter = FirstFrameAdapter(parts.unet)  # before the cast: to_q_ff copies the full-precision to_q
-    _freeze(parts, device, dtype)
+    _freeze(parts, conditioning, device, dtype)
     adapter.to(device)
     if settings.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
@@ -177,7 +179,7 @@ def train(settings: TrainSettings) -> TrainResult:
                         result.skipped[path] = reason
                         log.say(f"skipped {path}: {reason}")
                 with accelerator.accumulate(model):
-                    computed = batch_loss(model, parts, batch_data, noise_scheduler, settings.seed,
+                    computed = batch_loss(model, parts, conditioning, batch_data, noise_scheduler, settings.seed,
                                           settings.text_dropout, settings.image_dropout, device, dtype)
                     accelerator.backward(computed.loss)
                     if accelerator.sync_gradients and settings.max_grad_norm > 0:

@@ -10,7 +10,6 @@ from .recipe.objective import (
     Draws,
     captions_after_dropout,
     draw,
-    encode_captions,
     encode_video,
     first_frame_free_loss,
     noisy_video,
@@ -38,19 +37,19 @@ def first_frame_tokens(ip_adapter, pixels: torch.Tensor, keep_image: torch.Tenso
     return torch.stack(rows)
 
 
-def batch_loss(model, parts, batch: dict, noise_scheduler, seed: int, text_dropout: float, image_dropout: float,
-               device, dtype) -> BatchLoss:
-    """``model``: the (possibly DDP-wrapped) :class:`FirstFrameAdapter`; ``parts``: the pipeline's models."""
+def batch_loss(model, parts, conditioning, batch: dict, noise_scheduler, seed: int, text_dropout: float,
+               image_dropout: float, device, dtype) -> BatchLoss:
+    """``model``: the (possibly DDP-wrapped) :class:`FirstFrameAdapter`; ``parts``: the pipeline's models;
+    ``conditioning``: a :class:`TextConditioning`."""
     latents = encode_video(parts.vae, batch["pixels"].to(device))
     frames = latents.shape[2]
     noise_shape = (latents.shape[1], frames - 1, *latents.shape[3:])
     draws = draw(batch["samples"], seed, noise_shape, text_dropout, image_dropout)
-    captions = captions_after_dropout(batch["captions"], draws.keep_text)
-    context = per_frame_rows(encode_captions(parts.tokenizer, parts.text_encoder, captions, device, dtype), frames)
-    added = None
+    context, added = conditioning.encode(captions_after_dropout(batch["captions"], draws.keep_text), device, dtype)
     if parts.ip_adapter is not None:
-        added = {"image_embeds": [first_frame_tokens(parts.ip_adapter, batch["pixels"], draws.keep_image, device,
-                                                      dtype)]}
+        added["image_embeds"] = [first_frame_tokens(parts.ip_adapter, batch["pixels"], draws.keep_image, device,
+                                                     dtype)]
     model_input = noisy_video(latents, draws, noise_scheduler)
-    prediction = model(parts.unet, model_input, draws.timesteps.to(device), context, added)
+    prediction = model(parts.unet, model_input, draws.timesteps.to(device), per_frame_rows(context, frames),
+                       added or None)
     return BatchLoss(first_frame_free_loss(prediction, draws.noise), prediction, model_input, draws)

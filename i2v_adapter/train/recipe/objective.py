@@ -51,13 +51,6 @@ def captions_after_dropout(captions: list[str], keep_text: torch.Tensor) -> list
     return [caption if keep else "" for caption, keep in zip(captions, keep_text.tolist())]
 
 
-def encode_captions(tokenizer, text_encoder, captions: list[str], device, dtype) -> torch.Tensor:
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    with torch.no_grad():
-        return text_encoder(ids.to(device))[0].to(dtype)
-
-
 def pixels_to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) -> float in [-1, 1]."""
     return pixels.float() / 127.5 - 1.0
