@@ -88,7 +88,7 @@ def tiny_sgm_sdxl(seed: int = 0):
 
 def run_diffusers(unet, rows: int, seed: int = 5):
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, 4, 16, 16, generator=generator)
+    x = torch.randn(rows, 4, 8, 8, generator=generator)
     context = torch.randn(rows, 7, models.CONTEXT_DIM, generator=generator)
     added = {"text_embeds": torch.randn(rows, models.CONTEXT_DIM, generator=generator),
              "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]]).repeat(rows, 1)}
@@ -97,7 +97,7 @@ def run_diffusers(unet, rows: int, seed: int = 5):
 
 def run_sgm(unet, rows: int, seed: int = 5):
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, 4, 16, 16, generator=generator)
+    x = torch.randn(rows, 4, 8, 8, generator=generator)
     context = torch.randn(rows, 7, models.CONTEXT_DIM, generator=generator)
     vector = torch.randn(rows, 48, generator=generator)
     return unet(x, torch.full((rows,), 500.0), context=context, y=vector)
