@@ -67,7 +67,9 @@ def move_parts(parts: ModelParts, device: torch.device, dtype: torch.dtype) -> N
     if parts.ip_adapter is not None:
         modules.append(parts.ip_adapter.encoder.model)
     for module in modules:
-        module.to(device=device, dtype=dtype)
+        # torch's own `to`: diffusers' override warns on every dtype cast (even with no fp32-only modules), and
+        # these models are never quantized or offloaded, the cases its override handles.
+        torch.nn.Module.to(module, device=device, dtype=dtype)
 
 
 def generate(parts: ModelParts, request: GenerationRequest, device: torch.device | None = None,

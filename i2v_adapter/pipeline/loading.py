@@ -10,6 +10,7 @@ CLIP vision model folder.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,20 @@ def apply_ipplus_unet(unet2d: torch.nn.Module, tensors: dict[str, torch.Tensor])
     return notes
 
 
+@contextmanager
+def _diffusers_errors_only():
+    """``from_unet2d`` casts with ``to(dtype)``, on which diffusers warns that an empty list of modules should
+    stay in float32: noise on every run."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+
+
 def load_motion_unet(unet2d: torch.nn.Module, motion_module, heads: int = DEFAULT_HEADS,
                      norm_groups: int = DEFAULT_NORM_GROUPS):
     """``(UNetMotionModel, frame limit, notes)`` from a 2D UNet and a motion-module file (any layout).
@@ -125,7 +140,8 @@ def load_motion_unet(unet2d: torch.nn.Module, motion_module, heads: int = DEFAUL
     if any(not is_motion_key(key) for key in tensors):
         notes = apply_ipplus_unet(unet2d, tensors)
     adapter = motion_adapter_from_state_dict(tensors, heads, norm_groups)
-    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    with _diffusers_errors_only():
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
     return unet, adapter.config.motion_max_seq_length, notes
 
 
