@@ -146,7 +146,8 @@ def test_generate_without_model_flags_writes_the_video(tiny_files, full_cache, o
     assert sum(1 for _ in reader) == FRAMES
 
 
-def test_defaults_are_the_cached_files_and_each_flag_overrides_its_own(tiny_files, full_cache, offline, capsys):
+def test_defaults_are_the_cached_files_and_each_flag_overrides_its_own(tiny_files, full_cache, offline, capsys,
+                                                                      tmp_path):
     offline(full_cache)
     snapshot = {repo: hub_cache.repo_folder(full_cache, repo) / "snapshots" for repo in tiny_files["repos"]}
     local = {repo: next(folder.iterdir()) for repo, folder in snapshot.items()}
@@ -156,7 +157,9 @@ def test_defaults_are_the_cached_files_and_each_flag_overrides_its_own(tiny_file
     root = tiny_files["root"]
 
     assert run_main(capsys, quick_args(tiny_files, root / "defaults", "--no-progress"))[0] == 0
+    offline(tmp_path / "empty")   # the flags alone must do: no default is looked up
     assert run_main(capsys, quick_args(tiny_files, root / "flags", "--no-progress", *explicit))[0] == 0
+    offline(full_cache)
     status, out, _ = run_main(capsys, quick_args(tiny_files, root / "free", "--no-progress", "--training-free"))
 
     defaults, flags = frames_of(root / "defaults"), frames_of(root / "flags")
