@@ -22,17 +22,17 @@ def _import_forge_unet():
     root = os.environ.get("I2V_NEW_FORGE_DIR")
     if not root or not (Path(root) / "backend" / "nn" / "unet.py").is_file():
         pytest.skip("I2V_NEW_FORGE_DIR does not name a Forge 2 checkout")
-    for folder in (root, str(Path(root) / "packages_3rdparty")):
-        if folder not in sys.path:
-            sys.path.append(folder)
-    argv = sys.argv[:]
+    added = [folder for folder in (root, str(Path(root) / "packages_3rdparty")) if folder not in sys.path]
+    argv, path = sys.argv[:], sys.path[:]
+    sys.path += added  # appended: installed packages keep priority over the checkout's folders
     sys.argv.append("--always-cpu")  # Forge's backend reads its flags at import and would probe CUDA
     try:
         from backend.nn.unet import IntegratedUNet2DConditionModel
     except ImportError as error:
         pytest.skip(f"Forge 2's backend does not import here: {error}")
     finally:
-        sys.argv[:] = argv
+        # Only ``backend`` stays imported; the checkout's other top-level folders (modules, ...) stay unreachable.
+        sys.argv[:], sys.path[:] = argv, path
     return IntegratedUNet2DConditionModel
 
 

@@ -63,6 +63,7 @@ def motion_module_from_tensors(tensors: dict[str, torch.Tensor]) -> MotionModule
     with torch.device("meta"):
         module = MotionModule(source=_source(motion, others), **geometry)
     _load_every_key(module, state_dict)
+    module.eval()
     if others:
         module.notes.append(_whole_unet_note(others, len(motion)))
     return module
