@@ -143,6 +143,21 @@ def test_the_schedule_is_animatediffs_until_restored():
     assert torch.equal(predictor.sigmas, forge_sigmas)
 
 
+def test_timestep_samplers_alphas_follow_the_schedule():
+    predictor = _Predictor()
+    model = SimpleNamespace(alphas_cumprod=1.0 / (predictor.sigmas ** 2 + 1))  # made by an earlier DDIM run
+    forge_alphas = model.alphas_cumprod.clone()
+    override = forge2_motion.ScheduleOverride(predictor, model)
+    override.apply()
+    assert torch.allclose(model.alphas_cumprod, 1.0 / (animatediff_sigmas() ** 2 + 1))
+    override.restore()
+    assert torch.allclose(model.alphas_cumprod, forge_alphas)
+    fresh = SimpleNamespace()  # no timestep sampler yet: nothing to keep in step
+    forge2_motion.ScheduleOverride(_Predictor(), fresh).apply()
+    forge2_motion.restore_schedule()
+    assert not hasattr(fresh, "alphas_cumprod")
+
+
 def test_a_schedule_left_set_is_restored_by_the_sweep():
     predictor = _Predictor()
     forge_sigmas = predictor.sigmas.clone()

@@ -80,7 +80,7 @@ class Forge2Generation(forge.ForgeGeneration):
         geometry = VideoGeometry(geometry.frames, geometry.video_length, context)
         super().__init__(p, params, geometry)
         self.windows = context_windows(geometry.frames, context, motion.context_overlap)
-        self.schedule = forge2_motion.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor)
+        self.schedule = forge2_motion.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model)
 
     def start(self) -> None:
         super().start()

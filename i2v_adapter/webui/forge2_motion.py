@@ -110,10 +110,15 @@ def add_motion_module(unet, module: MotionModule) -> None:
 
 
 class ScheduleOverride:
-    """AnimateDiff's noise schedule on the predictor for one generation; :meth:`restore` puts Forge's back."""
+    """AnimateDiff's noise schedule on the predictor for one generation; :meth:`restore` puts Forge's back.
 
-    def __init__(self, predictor):
+    Forge's timestep samplers (DDIM, PLMS, UniPC) keep ``alphas_cumprod`` on the model, derived from the
+    predictor when the sampler is made (img2img makes it before sampling): it follows the sigmas both ways.
+    """
+
+    def __init__(self, predictor, sd_model=None):
         self.predictor = predictor
+        self.sd_model = sd_model
         self.original: torch.Tensor | None = None
 
     def apply(self) -> None:
@@ -121,15 +126,20 @@ class ScheduleOverride:
             global _applied
             self.original = self.predictor.sigmas.clone()
             _applied = self
-        self.predictor.set_sigmas(animatediff_sigmas().to(self.original.device))
+        self._set(animatediff_sigmas().to(self.original.device))
 
     def restore(self) -> None:
         global _applied
         if self.original is not None:
-            self.predictor.set_sigmas(self.original)
+            self._set(self.original)
             self.original = None
         if _applied is self:
             _applied = None
+
+    def _set(self, sigmas: torch.Tensor) -> None:
+        self.predictor.set_sigmas(sigmas)
+        if self.sd_model is not None and hasattr(self.sd_model, "alphas_cumprod"):
+            self.sd_model.alphas_cumprod = 1.0 / (sigmas ** 2.0 + 1.0)
 
 
 _applied: ScheduleOverride | None = None
