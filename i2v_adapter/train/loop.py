@@ -1,29 +1,28 @@
 """The training run: one process, or one of many under ``accelerate launch`` (DDP or any accelerate config).
 
-Frozen: base UNet, motion module, VAE, text encoder (and IP-Adapter). Learning: the adapter only, fp32,
+Frozen: base UNet, motion module, VAE, text encoder(s) (and IP-Adapter). Learning: the adapter only, fp32,
 AdamW at a constant rate. Frozen parts run in the mixed-precision dtype (the VAE stays fp32).
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint, write_adapter
-from .clips import list_clips
+from .clips import ClipList, list_clips
 from .conditioning import is_sdxl, load_conditioning
 from .data import ClipSamples, sample_loader
 from .decode import choose_decoder, frame_span
+from .frozen import branches_off, branches_on, freeze, load_frozen
+from .progress import RunLog, say
 from .recipe.model import FirstFrameAdapter, TrainingHooks
 from .recipe.objective import make_noise_scheduler
 from .settings import TrainSettings
 from .step import batch_loss
-from .validation import choose_validation_input, write_validation_video
+from .validation import ValidationInput, choose_validation_input, write_validation_video
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -49,202 +48,142 @@ class TrainResult:
         return self.samples_per_step * len(timed) / sum(timed) if timed and sum(timed) > 0 else 0.0
 
 
-def _freeze(parts, conditioning, device, dtype) -> None:
-    for module in (parts.unet, parts.vae, *conditioning.modules):
-        module.requires_grad_(False).eval()
-    modules = [parts.unet, *conditioning.modules] + ([parts.ip_adapter.encoder.model] if parts.ip_adapter else [])
-    for module in modules:
-        module.to(device)
-        if dtype != torch.float32:  # asked only when needed: diffusers warns about any dtype cast
-            module.to(dtype)
-    parts.vae.to(device)  # stays fp32: fp16 VAEs overflow, and it only encodes here
-    if parts.ip_adapter is not None:
-        parts.ip_adapter.encoder.model.requires_grad_(False).eval()
+@dataclass
+class _Run:
+    settings: TrainSettings
+    accelerator: object
+    parts: object
+    conditioning: object
+    adapter: FirstFrameAdapter
+    model: object                            # the adapter as accelerate prepared it (DDP-wrapped or not)
+    optimizer: object
+    hooks: TrainingHooks
+    validation: ValidationInput | None
+    dtype: torch.dtype
 
 
-@contextmanager
-def _branches_on(parts, hooks: TrainingHooks):
-    """The training branch (and the frozen IP-Adapter) on the UNet; taken off for validation by the caller."""
-    patch = parts.ip_adapter.patch if parts.ip_adapter is not None else None
-    try:
-        if patch is not None:
-            patch.install()
-            parts.unet.requires_grad_(False)  # the IP-Adapter's processors are new modules: frozen too
-        hooks.install()
-        yield
-    finally:
-        hooks.remove()
-        if patch is not None:
-            patch.remove()
+def _prepare(settings: TrainSettings, accelerator, listed: ClipList, decoder: str):
+    """Models, adapter, optimizer and validation input: ``(run, clips to train on)``."""
+    clips, validation = listed.clips, None
+    if settings.validate_every:
+        validation, clips = choose_validation_input(settings, clips, decoder)
+    notes: list[str] = []
+    parts = load_frozen(settings, notes)
+    conditioning = load_conditioning(parts, settings.checkpoint, settings.resolution)
+    if validation is not None and is_sdxl(parts.unet):
+        notes.append("no validation videos: the generate pipeline samples SD1.5-style models only")
+        validation, clips = None, listed.clips
+    for note in notes:
+        say(accelerator, f"note: {note}")
+    adapter = FirstFrameAdapter(parts.unet)  # before the cast: to_q_ff copies the full-precision to_q
+    dtype = _DTYPES[settings.mixed_precision]
+    freeze(parts, conditioning, accelerator.device, dtype)
+    adapter.to(accelerator.device)
+    if settings.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    model, optimizer = accelerator.prepare(adapter, optimizer)
+    hooks = TrainingHooks(parts.unet, adapter, settings.frames)
+    run = _Run(settings, accelerator, parts, conditioning, adapter, model, optimizer, hooks, validation, dtype)
+    return run, clips
 
 
-class _Log:
-    """Progress bar (main process) and a JSON line per step beside the checkpoints."""
-
-    def __init__(self, accelerator, settings: TrainSettings, start: int):
-        from tqdm.auto import tqdm
-
-        self.main = accelerator.is_main_process
-        self.bar = tqdm(total=settings.steps, initial=start, desc="training", unit="step",
-                        disable=not (self.main and settings.progress))
-        self.file = None
-        if self.main:
-            settings.checkpoints_folder.mkdir(parents=True, exist_ok=True)
-            self.file = open(settings.checkpoints_folder / "log.jsonl", "a", encoding="utf-8")
-
-    def say(self, text: str) -> None:
-        if self.main:  # stderr beside the bar: stdout keeps the one result line
-            self.bar.write(text, file=sys.stderr)
-
-    def step(self, step: int, loss: float, samples_per_second: float, skipped: int) -> None:
-        if not self.main:
-            return
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.2f}")
-        record = {"step": step, "loss": loss, "samples_per_s": round(samples_per_second, 3), "skipped": skipped}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.file:
-            self.file.close()
-
-
-def _load(settings: TrainSettings, log: _Log):
-    from ..pipeline.loading import load_model_parts
-
-    parts = load_model_parts(settings.checkpoint, settings.motion_module, settings.tokenizer, settings.motion_heads,
-                             settings.motion_norm_groups, settings.ip_adapter, settings.image_encoder)
-    for note in parts.notes:
+def _introduce(log: RunLog, run: _Run, listed: ClipList, decoder: str, result: TrainResult, notes: list[str]):
+    settings = run.settings
+    log.say(f"data: {listed.summary()}; clips of {settings.frames} frames at stride {settings.stride} "
+            f"(span {frame_span(settings.frames, settings.stride)}), {settings.resolution}px, decoder {decoder}"
+            + (f"; validation image: {run.validation.source}" if run.validation else ""))
+    log.say(f"adapter: {result.layers} layers, {result.parameters:,} trainable parameters; "
+            f"{run.accelerator.num_processes} process(es) x batch {settings.batch_size} x accumulation "
+            f"{settings.gradient_accumulation} = {result.samples_per_step} samples per step"
+            + (f"; resumed at step {result.first_step}" if settings.resume else ""))
+    for note in notes:
         log.say(f"note: {note}")
-    if settings.frames > parts.motion_max_frames:
-        raise ValueError(f"--frames {settings.frames} is more than the motion module's {parts.motion_max_frames}")
-    return parts
+
+
+def _micro_step(run: _Run, batch: dict, noise_scheduler) -> torch.Tensor:
+    settings, accelerator = run.settings, run.accelerator
+    with accelerator.accumulate(run.model):
+        computed = batch_loss(run.model, run.parts, run.conditioning, batch, noise_scheduler, settings.seed,
+                              settings.text_dropout, settings.image_dropout, accelerator.device, run.dtype)
+        accelerator.backward(computed.loss)
+        if accelerator.sync_gradients and settings.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(run.model.parameters(), settings.max_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return computed.loss.detach()
+
+
+def _after_step(run: _Run, step: int, log: RunLog, result: TrainResult) -> None:
+    """Checkpoint and validation video when due."""
+    settings = run.settings
+    if settings.save_every and (step % settings.save_every == 0 or step == settings.steps):
+        save_checkpoint(run.accelerator, run.adapter.export(), settings, step)
+    if run.validation is not None and step % settings.validate_every == 0:
+        if run.accelerator.is_main_process:
+            with branches_off(run.parts, run.hooks):
+                video = write_validation_video(run.parts, run.adapter.export(), run.validation, settings, step)
+            log.say(f"validation video: {video}")
+            result.validation_videos.append(video)
+        run.accelerator.wait_for_everyone()
+
+
+def _record_skipped(batch: dict, log: RunLog, result: TrainResult) -> None:
+    for path, reason in batch["skipped"]:
+        if path not in result.skipped:
+            result.skipped[path] = reason
+            log.say(f"skipped {path}: {reason}")
+
+
+def _train_steps(run: _Run, loader, start: int, log: RunLog, result: TrainResult) -> int:
+    """The loop over micro-batches; returns the last optimizer step."""
+    accelerator, noise_scheduler = run.accelerator, make_noise_scheduler()
+    step, window, tick = start, [], time.perf_counter()
+    for batch in loader:
+        _record_skipped(batch, log, result)
+        window.append(_micro_step(run, batch, noise_scheduler))
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        loss = accelerator.gather(torch.stack(window).mean().reshape(1)).mean().item()
+        now = time.perf_counter()
+        result.step_seconds.append(now - tick)
+        result.losses.append(loss)
+        log.step(step, loss, result.samples_per_step / result.step_seconds[-1], len(result.skipped))
+        _after_step(run, step, log, result)
+        window, tick = [], time.perf_counter()  # checkpoint and validation time is not training time
+    return step
 
 
 def train(settings: TrainSettings) -> TrainResult:
+    """Run (or resume) training and write ``settings.out``; every process of a launch calls this."""
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
     accelerator = Accelerator(mixed_precision=settings.mixed_precision,
                               gradient_accumulation_steps=settings.gradient_accumulation)
-    device, dtype = accelerator.device, _DTYPES[settings.mixed_precision]
     decoder = choose_decoder(settings.decoder)
     listed = list_clips(settings.data)
-    clips, validation = listed.clips, None
-    if settings.validate_every:
-        validation, clips = choose_validation_input(settings, clips, decoder)
-
-    parts = _load(settings, _Quiet(accelerator))
-    conditioning = load_conditioning(parts, settings.checkpoint, settings.resolution)
-    if validation is not None and is_sdxl(parts.unet):
-        _Quiet(accelerator).say("note: no validation videos: the generate pipeline samples SD1.5-style models only")
-        validation, clips = None, listed.clips
-    adapter = FirstFrameAdapter(parts.unet)  # before the cast: to_q_ff copies the full-precision to_q
-    _freeze(parts, conditioning, device, dtype)
-    adapter.to(device)
-    if settings.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
-    model, optimizer = accelerator.prepare(adapter, optimizer)
+    run, clips = _prepare(settings, accelerator, listed, decoder)
     start, notes = (0, []) if not settings.resume else load_checkpoint(accelerator, settings.resume, settings)
-    log = _Log(accelerator, settings, start)
-    processes, batch = accelerator.num_processes, settings.batch_size
-    result = TrainResult(Path(settings.out), start, layers=len(adapter.layers), parameters=adapter.parameter_count,
-                         samples_per_step=batch * processes * settings.gradient_accumulation, parts=parts,
+    processes, accumulation = accelerator.num_processes, settings.gradient_accumulation
+    result = TrainResult(Path(settings.out), start, layers=len(run.adapter.layers),
+                         parameters=run.adapter.parameter_count, parts=run.parts,
+                         samples_per_step=settings.batch_size * processes * accumulation,
                          main_process=accelerator.is_main_process)
-    log.say(f"data: {listed.summary()}; clips of {settings.frames} frames at stride {settings.stride} "
-            f"(span {frame_span(settings.frames, settings.stride)}), {settings.resolution}px, decoder {decoder}"
-            + (f"; validation image: {validation.source}" if validation else ""))
-    log.say(f"adapter: {result.layers} layers, {result.parameters:,} trainable parameters; {processes} "
-            f"process(es) x batch {batch} x accumulation {settings.gradient_accumulation} = "
-            f"{result.samples_per_step} samples per step" + (f"; resumed at step {start}" if settings.resume else ""))
-    for note in notes:
-        log.say(f"note: {note}")
-
-    micro_batches = max(0, settings.steps - start) * settings.gradient_accumulation
     dataset = ClipSamples(clips, settings.frames, settings.stride, settings.resolution, settings.seed, decoder)
-    loader = sample_loader(dataset, batch, processes, accelerator.process_index,
-                           start * settings.gradient_accumulation, micro_batches, settings.workers)
-    noise_scheduler = make_noise_scheduler()
-    hooks = TrainingHooks(parts.unet, adapter, settings.frames)
-    step, window, tick = start, [], time.perf_counter()
+    loader = sample_loader(dataset, settings.batch_size, processes, accelerator.process_index, start * accumulation,
+                           max(0, settings.steps - start) * accumulation, settings.workers)
+    log = RunLog(accelerator, settings, start)
     try:
-        with _branches_on(parts, hooks):
-            for batch_data in loader:
-                for path, reason in batch_data["skipped"]:
-                    if path not in result.skipped:
-                        result.skipped[path] = reason
-                        log.say(f"skipped {path}: {reason}")
-                with accelerator.accumulate(model):
-                    computed = batch_loss(model, parts, conditioning, batch_data, noise_scheduler, settings.seed,
-                                          settings.text_dropout, settings.image_dropout, device, dtype)
-                    accelerator.backward(computed.loss)
-                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                window.append(computed.loss.detach())
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                loss = accelerator.gather(torch.stack(window).mean().reshape(1)).mean().item()
-                now = time.perf_counter()
-                result.step_seconds.append(now - tick)
-                result.losses.append(loss)
-                window, tick = [], now
-                log.step(step, loss, result.samples_per_step / result.step_seconds[-1], len(result.skipped))
-                if settings.save_every and (step % settings.save_every == 0 or step == settings.steps):
-                    save_checkpoint(accelerator, adapter.export(), settings, step)
-                if validation is not None and step % settings.validate_every == 0:
-                    result.validation_videos += _validate(accelerator, parts, hooks, adapter, validation,
-                                                          settings, step, log)
-                    tick = time.perf_counter()  # validation time is not training time
+        _introduce(log, run, listed, decoder, result, notes)
+        with branches_on(run.parts, run.hooks):
+            step = _train_steps(run, loader, start, log, result)
         if accelerator.is_main_process:
-            write_adapter(adapter.export(), settings.out, settings, step)
+            write_adapter(run.adapter.export(), settings.out, settings, step)
         accelerator.wait_for_everyone()
     finally:
         log.close()
-    skipped = gather_object([result.skipped]) if processes > 1 else [result.skipped]
-    result.skipped = {path: reason for found in skipped for path, reason in found.items()}
+    found = gather_object([result.skipped]) if processes > 1 else [result.skipped]
+    result.skipped = {path: reason for skipped in found for path, reason in skipped.items()}
     return result
-
-
-def _validate(accelerator, parts, hooks, adapter, validation, settings, step, log) -> list[Path]:
-    written = []
-    if accelerator.is_main_process:
-        with _branches_off(parts, hooks):
-            video = write_validation_video(parts, adapter.export(), validation, settings, step)
-        log.say(f"validation video: {video}")
-        written.append(video)
-    accelerator.wait_for_everyone()
-    return written
-
-
-@contextmanager
-def _branches_off(parts, hooks: TrainingHooks):
-    """The pipeline's generation installs its own branch (and IP-Adapter): ours must be off meanwhile."""
-    patch = parts.ip_adapter.patch if parts.ip_adapter is not None else None
-    hooks.remove()
-    if patch is not None:
-        patch.remove()
-    try:
-        yield
-    finally:
-        if patch is not None:
-            patch.install()
-            parts.unet.requires_grad_(False)
-        hooks.install()
-
-
-class _Quiet:
-    """Notes while loading, before the progress bar exists: main process only."""
-
-    def __init__(self, accelerator):
-        self.accelerator = accelerator
-
-    def say(self, text: str) -> None:
-        if self.accelerator.is_main_process:
-            print(text, file=sys.stderr)
