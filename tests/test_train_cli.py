@@ -70,6 +70,15 @@ def test_bad_data_is_one_error_line(train_files, tmp_path, capsys):
     assert main(train_args(train_files, tmp_path / "nothing", tmp_path / "a.safetensors", "--steps", 1)) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nothing'}: no such folder or file"
 
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    for name in ("corrupt.mp4", "short.mp4"):
+        (only_bad / name).write_bytes((train_files["clips"] / name).read_bytes())
+    assert main(train_args(train_files, only_bad, tmp_path / "a.safetensors", "--steps", 1)) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: none of the 2 videos gives a clip of 4 frames at stride 2; first: ")
+    assert "\n" not in error
+
 
 def test_ip_adapter_tokens_from_frame_zero(train_files, ip_files):  # noqa: F811
     from i2v_adapter.train.loop import train

@@ -60,8 +60,21 @@ class ClipSamples(Dataset):
                 continue
             return {"pixels": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),  # (F, 3, R, R) uint8
                     "caption": clip.caption, "sample": sample_number, "skipped": skipped}
-        raise RuntimeError(f"sample {sample_number}: {len(skipped)} videos in a row are unusable, last: "
-                           f"{skipped[-1][0]} ({skipped[-1][1]})")
+        raise ValueError(f"sample {sample_number}: {len(skipped)} videos in a row are unusable, last: "
+                         f"{skipped[-1][0]} ({skipped[-1][1]})")
+
+
+def require_a_usable_clip(clips: list[Clip], frames: int, stride: int, resolution: int, decoder: str) -> None:
+    """Stop before loading any model when no video can give a clip (usually the first one can: one decode)."""
+    problems = []
+    for clip in clips:
+        try:
+            read_clip(clip.path, frames, stride, resolution, np.random.default_rng(0), decoder)
+            return
+        except UnusableClip as problem:
+            problems.append(f"{clip.path} ({problem})")
+    raise ValueError(f"none of the {len(clips)} videos gives a clip of {frames} frames at stride {stride}; "
+                     f"first: {problems[0]}")
 
 
 def collate_samples(items: list[dict]) -> dict:

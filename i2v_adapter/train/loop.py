@@ -14,7 +14,7 @@ import torch
 from .checkpoints import load_checkpoint, save_checkpoint, write_adapter
 from .clips import ClipList, list_clips
 from .conditioning import is_sdxl, load_conditioning
-from .data import ClipSamples, sample_loader
+from .data import ClipSamples, require_a_usable_clip, sample_loader
 from .decode import choose_decoder, frame_span
 from .frozen import branches_off, branches_on, freeze, load_frozen
 from .progress import RunLog, say
@@ -164,6 +164,7 @@ def train(settings: TrainSettings) -> TrainResult:
                               gradient_accumulation_steps=settings.gradient_accumulation)
     decoder = choose_decoder(settings.decoder)
     listed = list_clips(settings.data)
+    require_a_usable_clip(listed.clips, settings.frames, settings.stride, settings.resolution, decoder)
     run, clips = _prepare(settings, accelerator, listed, decoder)
     start, notes = (0, []) if not settings.resume else load_checkpoint(accelerator, settings.resume, settings)
     processes, accumulation = accelerator.num_processes, settings.gradient_accumulation
