@@ -260,6 +260,35 @@ def test_samples_follow_from_seed_and_number_whatever_the_split():
     assert two == [[12, 13, 16, 17], [14, 15, 18, 19]]
 
 
+def test_caption_dropout_and_timesteps_are_drawn_per_sample_number():
+    from i2v_adapter.train.recipe.objective import draw
+
+    numbers = torch.arange(2000)
+    first = draw(numbers, 5, (1, 1, 1, 1), text_dropout=0.1, image_dropout=0.5)
+    again = draw(numbers[1000:1010], 5, (1, 1, 1, 1), 0.1, 0.5)
+    assert torch.equal(again.timesteps, first.timesteps[1000:1010]) and torch.equal(again.noise, first.noise[1000:1010])
+    assert abs(1 - first.keep_text.float().mean().item() - 0.1) < 0.02
+    assert abs(1 - first.keep_image.float().mean().item() - 0.5) < 0.04
+    assert first.timesteps.min() >= 0 and first.timesteps.max() <= 999 and len(set(first.timesteps.tolist())) > 800
+
+
+def test_validation_image_is_centre_cropped_and_keeps_every_clip(tmp_path):
+    from PIL import Image
+
+    from i2v_adapter.train.clips import Clip
+    from i2v_adapter.train.validation import choose_validation_input
+
+    picture = np.zeros((30, 60, 3), np.uint8)
+    picture[:, 20:40] = 255  # a white band in the middle third
+    Image.fromarray(picture).save(tmp_path / "wide.png")
+    clips = [Clip("a.mp4", "x"), Clip("b.mp4", "y")]
+    settings = TrainSettings(data="d", checkpoint="c", motion_module="m", out="o.safetensors", resolution=16,
+                             validate_every=5, validation_image=str(tmp_path / "wide.png"), validation_prompt="p")
+    chosen, rest = choose_validation_input(settings, clips, "ffmpeg")
+    assert chosen.image.size == (16, 16) and chosen.prompt == "p" and rest == clips
+    assert np.asarray(chosen.image)[8, 8].min() > 200 and np.asarray(chosen.image)[8, 0].max() < 60
+
+
 def test_bad_settings_are_one_sentence(train_files, tmp_path):
     with pytest.raises(ValueError, match="--frames must be at least 2"):
         tiny_settings(train_files, tmp_path / "a.safetensors", frames=1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from i2v_adapter.hooks import find_attn1_layers
 from i2v_adapter.weights.files import load_adapter_weights
@@ -70,3 +71,11 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(train_files):  #
             change += (mine - start).pow(2).sum().item()
     assert change > 0 and (difference / change) ** 0.5 < 1e-3, (difference, change)
     assert any(layer.out_weight.abs().max() > 0 for layer in two.layers.values())
+
+    # Gradient accumulation: batch 1 over two micro-steps is the same optimizer step as batch 2.
+    accumulated = train(tiny_settings(train_files, root / "accumulated" / "adapter.safetensors", batch_size=1,
+                                      gradient_accumulation=2, steps=STEPS))
+    np.testing.assert_allclose(accumulated.losses, single.losses, rtol=1e-5)
+    again = load_adapter_weights(accumulated.out)
+    for name, layer in one.layers.items():
+        torch.testing.assert_close(again.layers[name].out_bias, layer.out_bias, rtol=1e-3, atol=2e-5)
