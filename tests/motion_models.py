@@ -18,7 +18,9 @@ VERSIONS = {"v1": {"max_frames": 24, "mid_block": False}, "v2": {"max_frames": 3
             "v3": {"max_frames": 32, "mid_block": False}}
 
 
-def random_motion_module(version: str = "v2", seed: int = 5, std: float = 0.2) -> MotionModule:
+def random_motion_module(version: str = "v2", seed: int | None = None, std: float = 0.2) -> MotionModule:
+    """Random weights of ``version``'s layout; each version its own weights unless ``seed`` is given."""
+    seed = 5 + list(VERSIONS).index(version) if seed is None else seed
     return copy.deepcopy(_random_motion_module(version, seed, std))
 
 
@@ -72,7 +74,7 @@ def diffusers_motion_unet(ldm_unet, motion: MotionModule, unet2d=None):
 # ---------------------------------------------------------------- state dicts of each file format
 
 
-def original_state_dict(version: str = "v2", seed: int = 5) -> dict:
+def original_state_dict(version: str = "v2", seed: int | None = None) -> dict:
     """The original AnimateDiff layout (our modules carry the original key names)."""
     return {key: tensor.clone() for key, tensor in random_motion_module(version, seed).state_dict().items()}
 
@@ -106,7 +108,7 @@ def ipplus_state_dict(seed: int = 5) -> dict:
             whole[key.replace("to_q.weight", "to_out_ff.weight")] = torch.randn(channels, channels,
                                                                                 generator=generator)
             whole[key.replace("to_q.weight", "to_out_ff.bias")] = torch.randn(channels, generator=generator)
-    whole.update(original_state_dict("v1", seed))
+    whole.update(original_state_dict("v1"))
     return whole
 
 
