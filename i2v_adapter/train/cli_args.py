@@ -78,10 +78,12 @@ def run_train(args) -> int:
         losses = result.losses
         first = sum(losses[:10]) / len(losses[:10]) if losses else float("nan")
         last = sum(losses[-10:]) / len(losses[-10:]) if losses else float("nan")
-        skipped = f", {len(result.skipped)} videos skipped" if result.skipped else ""
+        extra = f", {len(result.skipped)} videos skipped" if result.skipped else ""
+        if result.peak_memory_bytes is not None:
+            extra += f", peak GPU memory {result.peak_memory_bytes / 2 ** 30:.1f} GiB"
         print(f"wrote {result.out}: {result.layers} layers, {result.parameters:,} parameters, steps "
               f"{result.first_step}..{result.first_step + len(losses)}, loss {first:.4f} -> {last:.4f} "
-              f"(first/last 10 steps), {result.samples_per_second:.2f} samples/s{skipped}")
+              f"(first/last 10 steps), {result.samples_per_second:.2f} samples/s{extra}")
     sys.stdout.flush()
     return 0
 

@@ -40,6 +40,7 @@ class TrainResult:
     validation_videos: list[Path] = field(default_factory=list)
     parts: object = None                     # the frozen models as trained with (pipeline ModelParts)
     main_process: bool = True                # the one that wrote the file (and reports)
+    peak_memory_bytes: int | None = None     # CUDA only: the most this process allocated while training
 
     @property
     def samples_per_second(self) -> float:
@@ -178,8 +179,13 @@ def train(settings: TrainSettings) -> TrainResult:
     log = RunLog(accelerator, settings, start)
     try:
         _introduce(log, run, listed, decoder, result, notes)
+        cuda = accelerator.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(accelerator.device)
         with branches_on(run.parts, run.hooks):
             step = _train_steps(run, loader, start, log, result)
+        if cuda:
+            result.peak_memory_bytes = torch.cuda.max_memory_allocated(accelerator.device)
         if accelerator.is_main_process:
             write_adapter(run.adapter.export(), settings.out, settings, step)
         accelerator.wait_for_everyone()
