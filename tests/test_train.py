@@ -335,3 +335,26 @@ def test_sdxl_layout_trains_with_both_text_encoders_and_size_ids(train_files):
     # Two transformer layers per attention block, as SDXL's deeper blocks: every one adapted.
     assert len(weights.layers) == 12 and "input_blocks.4.1.transformer_blocks.1.attn1" in weights.layers
     assert all(layer.out_weight.abs().max() > 0 for layer in weights.layers.values())
+
+
+def test_late_clips_are_reached_by_seeking_and_match_a_full_decode(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    from i2v_adapter.train import decode
+    from i2v_adapter.train.decode import SEEK_AFTER, clip_indices, read_clip
+
+    calls = []
+    original = decode._decode_ffmpeg
+    monkeypatch.setattr(decode, "_decode_ffmpeg", lambda *args: calls.append(args[2:]) or original(*args))
+
+    frames = [np.roll(frame, index, axis=0) for index, frame in enumerate(moving_square_frames(5, frames=120))]
+    video = write_mp4(tmp_path / "long.mp4", frames, fps=24)
+    reader = imageio_ffmpeg.read_frames(str(video))
+    width, height = next(reader)["size"]
+    decoded = [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
+    seed = next(s for s in range(100) if clip_indices(120, 4, 3, np.random.default_rng(s))[0] >= SEEK_AFTER)
+    indices = clip_indices(120, 4, 3, np.random.default_rng(seed))
+    clip = read_clip(str(video), 4, 3, CLIP_SIDE, np.random.default_rng(seed), "ffmpeg")
+    for got, index in zip(clip, indices):
+        assert np.array_equal(got, decoded[index]), index
+    assert len(calls) == 1 and calls[0][0] == indices[0] and calls[0][1] > 0  # one decode, from the seek

@@ -44,28 +44,44 @@ def resize_center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def _read_ffmpeg(path: str, frames: int, stride: int, rng) -> list[np.ndarray]:
+# With this many frames or more before a clip, seeking beats decoding them (a long video's random start).
+SEEK_AFTER = 48
+
+
+def _decode_ffmpeg(path: str, wanted: list[int], first: int, seconds: float | None) -> dict[int, np.ndarray]:
+    """The ``wanted`` frames, decoding from frame ``first`` (reached by seeking to ``seconds``) or from 0."""
     import imageio_ffmpeg
 
+    picked = {}
+    reader = imageio_ffmpeg.read_frames(path, input_params=["-ss", f"{seconds:.6f}"] if seconds else None)
     try:
-        total, _ = imageio_ffmpeg.count_frames_and_secs(path)
-    except Exception as error:  # ffmpeg's failures come as RuntimeError, OSError, ...
-        raise UnusableClip("unreadable", _last_line(error)) from None
-    wanted = clip_indices(total, frames, stride, rng)
-    last, picked = wanted[-1], {}
-    reader = imageio_ffmpeg.read_frames(path)
-    try:
-        meta = next(reader)
-        width, height = meta["size"]
-        for index, data in enumerate(reader):
+        width, height = next(reader)["size"]
+        for index, data in enumerate(reader, start=first):
             if index in wanted:
                 picked[index] = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-            if index >= last:
+            if index >= wanted[-1]:
                 break
     except Exception as error:
         raise UnusableClip("unreadable", _one_line(error)) from None
     finally:
         reader.close()
+    return picked
+
+
+def _read_ffmpeg(path: str, frames: int, stride: int, rng) -> list[np.ndarray]:
+    import imageio_ffmpeg
+
+    try:
+        total, duration = imageio_ffmpeg.count_frames_and_secs(path)
+    except Exception as error:  # ffmpeg's failures come as RuntimeError, OSError, ...
+        raise UnusableClip("unreadable", _last_line(error)) from None
+    wanted = clip_indices(total, frames, stride, rng)
+    picked = {}
+    if wanted[0] >= SEEK_AFTER and duration > 0:
+        # Half a frame early: ffmpeg's accurate seek then starts exactly at the first wanted frame.
+        picked = _decode_ffmpeg(path, wanted, wanted[0], (wanted[0] - 0.5) * duration / total)
+    if len(picked) < len(wanted):  # no seek, or a variable frame rate fooled it: decode from the start
+        picked = _decode_ffmpeg(path, wanted, 0, None)
     return [picked[i] for i in wanted] if len(picked) == len(wanted) else _short(path, len(picked), wanted)
 
 
