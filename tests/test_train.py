@@ -323,12 +323,15 @@ def write_tiny_sdxl_folder(folder: Path) -> Path:
     return folder
 
 
-def test_sdxl_layout_trains_with_both_text_encoders_and_size_ids(train_files):
+def test_sdxl_layout_trains_with_both_text_encoders_and_size_ids(train_files, trained):
     from i2v_adapter.train.loop import train
 
     checkpoint = write_tiny_sdxl_folder(train_files["root"] / "tiny-sdxl")
     out = train_files["root"] / "sdxl" / "adapter.safetensors"
-    result = train(tiny_settings(train_files, out, checkpoint=str(checkpoint), steps=3, validate_every=3))
+    settings = tiny_settings(train_files, out, checkpoint=str(checkpoint), steps=3, validate_every=3)
+    with pytest.raises(ValueError, match="does not fit this run"):  # the SD1.5-layout run's checkpoint
+        train(replace(settings, resume=str(trained[0].checkpoints_folder)))
+    result = train(settings)
     assert len(result.losses) == 3 and all(np.isfinite(result.losses))
     assert result.validation_videos == []  # the generate pipeline has no SDXL sampling: skipped with a note
     weights = load_adapter_weights(out)

@@ -55,7 +55,7 @@ def test_two_processes_equal_one_process_with_the_doubled_batch(train_files):  #
 
     single = train(tiny_settings(train_files, root / "one" / "adapter.safetensors", batch_size=2, steps=STEPS))
 
-    two_log = [json.loads(line) for line in (root / "two" / "adapter-checkpoints" / "log.jsonl").read_text().splitlines()]
+    two_log = [json.loads(line) for line in (root / "two" / "adapter-checkpoints" / "log.jsonl").open()]
     np.testing.assert_allclose([entry["loss"] for entry in two_log], single.losses, rtol=1e-5)
     two, one = load_adapter_weights(root / "two" / "adapter.safetensors"), load_adapter_weights(single.out)
     assert set(two.layers) == set(one.layers)

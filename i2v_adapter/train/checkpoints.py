@@ -70,8 +70,13 @@ def load_checkpoint(accelerator, path, settings: TrainSettings) -> tuple[int, li
     """Restore a checkpoint into the prepared adapter and optimizer: ``(step, notes)``."""
     folder = find_checkpoint(path)
     state = json.loads((folder / STATE_FILE).read_text())
-    accelerator.load_state(str(folder))
+    try:
+        accelerator.load_state(str(folder))
+    except (RuntimeError, KeyError, ValueError) as error:  # torch's size mismatch, a missing part, ...
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(f"{folder} does not fit this run (another base model?): {message}") from None
     before = state.get("settings", {})
+    changed = [name for name in SAMPLE_DEFINING if name in before and before[name] != getattr(settings, name)]
     notes = [f"{name} was {before[name]}, now {getattr(settings, name)}: later samples differ from the "
-             "uninterrupted run" for name in SAMPLE_DEFINING if name in before and before[name] != getattr(settings, name)]
+             "uninterrupted run" for name in changed]
     return int(state["step"]), notes

@@ -20,7 +20,8 @@ class ValidationInput:
     source: str
 
 
-def choose_validation_input(settings: TrainSettings, clips: list[Clip], decoder: str) -> tuple[ValidationInput, list[Clip]]:
+def choose_validation_input(settings: TrainSettings, clips: list[Clip],
+                            decoder: str) -> tuple[ValidationInput, list[Clip]]:
     """``--validation-image`` (centre-cropped), or frame 0 of the first usable clip, which then leaves training.
 
     Returns the input and the clips left for training.
