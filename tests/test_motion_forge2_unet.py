@@ -12,7 +12,7 @@ import torch
 
 import models
 import motion_models as mm
-from i2v_adapter.motion import block_inner_modifier, group_norm_wrapper, run_with_slots
+from i2v_adapter.motion import block_inner_modifier, check_unet_fits, group_norm_wrapper, run_with_slots
 
 FRAMES, CHUNKS = 6, 2
 TOLERANCE = 1e-4
@@ -70,6 +70,7 @@ def test_motion_modules_attach_at_the_research_table_places(unets):
             seen.append((options["block"], layer_index, flag, type(layer).__name__))
         return out
 
+    check_unet_fits(forge, motion.slots())  # Forge's classes answer the same layout check as ldm's
     forge_call(forge, *models.ldm_inputs(FRAMES, CHUNKS), [record_runs])
     assert [(block, index) for block, index, _, _ in seen] == [(s.block, s.after_layer) for s in motion.slots()]
     assert all(flag == "after" and kind in ("ResBlock", "SpatialTransformer") for _, _, flag, kind in seen)
