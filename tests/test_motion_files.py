@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 import motion_models as mm
-from i2v_adapter.motion import MotionModule, MotionModuleError, load_motion_module
+from i2v_adapter.motion import MotionModule, MotionModuleError, load_motion_module, motion_module_from_tensors
 from i2v_adapter.pipeline.motion_module import convert_motion_module
 
 SD15_V1_TENSORS = 20 * 28  # 20 temporal modules of 28 tensors each
@@ -157,3 +157,10 @@ def test_pickles_with_python_objects_are_refused(tmp_path):
     path = tmp_path / "object.ckpt"
     torch.save({"x": torch.zeros(1), "payload": NotATensor()}, path)
     assert "other than tensors" in refusal(path)
+
+
+def test_tensors_already_read_are_judged_the_same_way():
+    module = motion_module_from_tensors(mm.original_state_dict("v3"), "v3_sd15_mm.ckpt")
+    assert (module.version, module.max_frames) == ("v3", 32)
+    with pytest.raises(MotionModuleError, match=r"^mm_sdxl_v10_beta.ckpt is an SDXL motion module"):
+        motion_module_from_tensors(mm.sdxl_state_dict(), "mm_sdxl_v10_beta.ckpt")

@@ -42,14 +42,18 @@ def load_motion_module(path) -> MotionModule:
         raw = read_file(path)
     except WeightsError as error:
         raise MotionModuleError(str(error)) from None
+    return motion_module_from_tensors(raw.tensors, path.name)
+
+
+def motion_module_from_tensors(tensors: dict[str, torch.Tensor], name: str = "the file") -> MotionModule:
+    """The motion module in a file's ``tensors``; a :class:`MotionModuleError` starting with ``name`` if none."""
     try:
-        return motion_module_from_tensors(raw.tensors)
+        return _build(tensors)
     except _Refusal as refusal:
-        raise MotionModuleError(f"{path.name} {refusal}") from None
+        raise MotionModuleError(f"{name} {refusal}") from None
 
 
-def motion_module_from_tensors(tensors: dict[str, torch.Tensor]) -> MotionModule:
-    """Build from a file's tensors; raises ``_Refusal`` (use :func:`load_motion_module` for files)."""
+def _build(tensors: dict[str, torch.Tensor]) -> MotionModule:
     tensors = {strip_prefixes(key): value for key, value in tensors.items()}
     _refuse_other_kinds(tensors)
     motion = {key: value for key, value in tensors.items() if MOTION_KEY.match(key)}
