@@ -25,6 +25,11 @@ def test_an_api_dict_is_split_by_key():
     assert motion == MotionParams(motion_module="mm.safetensors", frames=12, formats=("GIF", "MP4"))
 
 
+def test_unknown_keys_are_refused_with_every_known_name():
+    with pytest.raises(ParamsError, match=r"unknown parameter\(s\) bogus; known: enable, .*, motion_module, frames"):
+        split_arguments([{"enable": True, "bogus": 1}])
+
+
 def test_panel_values_are_split_by_position():
     panel = [True, None, "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0]
     assert len(panel) == len(I2VParams.names())

@@ -5,6 +5,7 @@ an SD1.5 checkpoint in models/Stable-diffusion and AnimateDiff SD1.5 motion modu
 (random weights of the real shapes are fine): a v2 and a v3 one in safetensors (names with "v2"/"v3"), a v1
 one as a pickle. Optional: I2V_NEW_FORGE_PYTHON, I2V_NEW_FORGE_PORT (default 7872), I2V_NEW_FORGE_ARGS.
 """
+import json
 import os
 import re
 import time
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, check_frame_zero, check_long_video,
-                            check_video_starts_with_the_image, decoded_first_frame, first_file, test_image,
-                            video_frames, write_test_adapter)
+                            check_video_starts_with_the_image, decoded_first_frame, first_file, level_difference,
+                            test_image, video_frames, write_test_adapter)
 
 NEW_FORGE = os.environ.get("I2V_NEW_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
@@ -24,12 +26,18 @@ CORRUPT_FILE = "zz_i2v_test_corrupt.safetensors"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    import webui_fault
     import webui_server
 
-    write_test_adapter(Path(NEW_FORGE))
-    with webui_server.running(Path(NEW_FORGE), "I2V_NEW_FORGE", 7872,
-                              tmp_path_factory.mktemp("new-forge") / "forge.log", forge=True) as webui:
-        yield webui
+    root = Path(NEW_FORGE)
+    write_test_adapter(root)
+    webui_fault.install(root)
+    try:
+        with webui_server.running(root, "I2V_NEW_FORGE", 7872,
+                                  tmp_path_factory.mktemp("new-forge") / "forge.log", forge=True) as webui:
+            yield webui
+    finally:
+        webui_fault.remove(root)
 
 
 def motion_file(pattern: str) -> str:
@@ -123,6 +131,10 @@ def test_every_format_comes_back_video_first(server):
     assert len(items) == 3 + 4  # GIF, MP4, WEBM, then the 4 frames
     assert items[0][:6] == b"GIF89a" and items[1][4:8] == b"ftyp" and items[2][:4] == bytes.fromhex("1a45dfa3")
     assert all(item[:8] == b"\x89PNG\r\n\x1a\n" for item in items[3:])
+    written = sorted((Path(NEW_FORGE) / "outputs" / "img2img-images" / "i2v-adapter").iterdir())
+    newest = max((path for path in written if path.is_dir()), key=lambda path: path.stat().st_mtime)
+    frames = sorted(newest.glob("*.png"))
+    assert len(frames) == 4 and "I2V-Adapter frames: 4" in Image.open(frames[0]).info["parameters"]
 
 
 def test_txt2img_with_the_panel_image(server, reference_frame_zero):
@@ -152,19 +164,79 @@ def test_a_long_video_is_anchored_in_every_window(server, reference_frame_zero):
     ({"context_length": 40}, "context_length must be between"),
     ({"context_length": 8, "context_overlap": 8, "frames": 16}, "overlap (8) must be less"),
     ({"formats": ["AVI"]}, "unknown format(s) AVI"),
-    ({"bogus_key": 1}, "unknown parameter(s) bogus_key"),
+    ({"bogus_key": 1}, "unknown parameter(s) bogus_key; known: enable,"),
 ])
 def test_bad_requests_are_refused_with_one_sentence(server, baseline, settings, expected):
     corrupt = Path(NEW_FORGE) / "models" / "AnimateDiff" / CORRUPT_FILE
     corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken!}" + bytes(64))
     try:
-        response = server.post("/sdapi/v1/img2img", video_request(motion_file("*v2*.safetensors"), **settings))
+        settings = {"motion_module": motion_file("*v2*.safetensors"), **settings}
+        response = server.post("/sdapi/v1/img2img", video_request(**settings))
     finally:
         corrupt.unlink()
     print(f"{settings}: HTTP {response.status_code} {response.text[:300]}")
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert expected in detail and "\n" not in detail
+
+
+@pytest.fixture(scope="module")
+def pose_model(server):
+    models = server.get("/controlnet/model_list").json()["model_list"]
+    pose = next((model for model in models if "openpose" in model.lower()), None)
+    if pose is None:
+        pytest.skip(f"needs an SD1.5 OpenPose ControlNet in models/ControlNet, found {models}")
+    return pose
+
+
+def test_one_control_picture_steers_every_frame(server, pose_model, reference_frame_zero):
+    import webui_server
+
+    pose = np.zeros((SIZE, SIZE, 3), np.uint8)
+    pose[8:56, 24:40] = 255
+    body = video_request(motion_file("*v2*.safetensors"))
+    plain = video_frames(server.post("/sdapi/v1/img2img", body))
+    unit = {"enabled": True, "module": "None", "model": pose_model,
+            "image": webui_server.encode_png(Image.fromarray(pose))}
+    controlled = video_frames(timed_post(server, "/sdapi/v1/img2img",
+                                         {**body, "alwayson_scripts": {**body["alwayson_scripts"],
+                                                                       "ControlNet": {"args": [unit]}}}))
+    changes = [level_difference(a, b) for a, b in zip(controlled, plain)]
+    print(f"ControlNet, one picture: frame differences to the plain video {changes}")
+    assert len(controlled) == FRAMES
+    check_frame_zero("ControlNet, one picture", controlled[0], reference_frame_zero)
+    assert min(changes[1:]) > 10
+
+
+def test_a_control_folder_lines_up_with_the_frames_of_each_window(server, pose_model, reference_frame_zero, tmp_path):
+    from webui_requests import write_pose_folder
+
+    folder = write_pose_folder(tmp_path, 16)
+    body = video_request(motion_file("*v2*.safetensors"), frames=16, context_length=8, context_overlap=2)
+    unit = {"enabled": True, "module": "none", "model": pose_model, "batch_images": str(folder)}
+    body["alwayson_scripts"]["ControlNet"] = {"args": [unit]}
+    response = timed_post(server, "/sdapi/v1/img2img", body)
+    check_long_video(server, video_frames(response), 16, reference_frame_zero)
+    info = json.loads(response.json()["info"])["infotexts"][0]
+    print(f"ControlNet folder: {info[info.find('ControlNet 0'):][:160]}")
+    assert "ControlNet 0" in info
+
+
+def test_an_exception_inside_sampling_fails_the_request_only(server, baseline):
+    import webui_fault
+
+    summaries = server.log_text().count("attn1 calls with frame 0")
+    body = {**video_request(motion_file("*v2*.safetensors")), "prompt": f"a cat, {webui_fault.MARKER}"}
+    response = server.post("/sdapi/v1/img2img", body)
+    print(f"exception inside sampling: HTTP {response.status_code}")
+    assert response.status_code == 500 and "fault injected" in response.text
+    assert server.log_text().count("attn1 calls with frame 0") == summaries + 1  # our cleanup ran once
+
+
+def test_reload_ui_then_a_video(server, reference_frame_zero):
+    server.reload_ui()
+    frames = video_frames(server.post("/sdapi/v1/img2img", video_request(motion_file("*v3*.safetensors"))))
+    check_frame_zero("after Reload UI", frames[0], reference_frame_zero)
 
 
 def test_zz_requests_without_the_extension_are_bit_identical(server, baseline):

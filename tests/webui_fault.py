@@ -19,7 +19,7 @@ def fail_next_unet_call(params):
     p = getattr(params.denoiser, "p", None)
     if p is None or "{MARKER}" not in str(p.prompt) or getattr(params.denoiser, "step", 0) < 1:
         return
-    unet = shared.sd_model.model.diffusion_model
+    unet = (shared.sd_model.model if hasattr(shared.sd_model, "model") else shared.sd_model.forge_objects.unet.model).diffusion_model
 
     def fail(module, args):
         handle.remove()

@@ -91,6 +91,10 @@ def split_arguments(args) -> tuple[dict | list, MotionParams]:
     """
     if args and isinstance(args[0], dict):
         values = dict(args[0])
+        known = I2VParams.names() + MotionParams.names()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParamsError(f"I2V-Adapter: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}.")
         motion = {name: values.pop(name) for name in MotionParams.names() if name in values}
         return [values], MotionParams.from_dict(motion)
     count = len(I2VParams.names())
