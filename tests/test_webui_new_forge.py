@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, check_frame_zero, check_long_video,
-                            check_video_starts_with_the_image, decoded_first_frame, first_file, level_difference,
-                            test_image, video_frames, write_test_adapter)
+                            check_video_starts_with_the_image, decoded_first_frame, first_file,
+                            leaves_the_webui_as_before, level_difference, test_image, video_frames,
+                            write_test_adapter)
 
 NEW_FORGE = os.environ.get("I2V_NEW_FORGE_DIR")
 pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
@@ -83,12 +84,6 @@ def timed_post(server, path, body):
     return response
 
 
-@pytest.fixture(scope="module")
-def baseline(server):
-    """A plain txt2img before the extension ever got a request in this server."""
-    return pictures(server.post("/sdapi/v1/txt2img", txt2img()))
-
-
 def test_the_extension_loads_without_errors(server):
     scripts = server.get("/sdapi/v1/scripts").json()
     assert "i2v-adapter" in scripts["txt2img"] and "i2v-adapter" in scripts["img2img"]
@@ -113,7 +108,7 @@ def test_the_panel_has_a_motion_section(server):
     assert motion_file("*v2*.safetensors") in choices
 
 
-def test_img2img_video_starts_with_the_image(server, baseline, reference_frame_zero):
+def test_img2img_video_starts_with_the_image(server, reference_frame_zero):
     module = motion_file("*v2*.safetensors")
     first = timed_post(server, "/sdapi/v1/img2img", video_request(module, seed=1, formats=["GIF", "PNG"]))
     second = server.post("/sdapi/v1/img2img", video_request(module, seed=2))
@@ -166,7 +161,7 @@ def test_a_long_video_is_anchored_in_every_window(server, reference_frame_zero):
     ({"formats": ["AVI"]}, "unknown format(s) AVI"),
     ({"bogus_key": 1}, "unknown parameter(s) bogus_key; known: enable,"),
 ])
-def test_bad_requests_are_refused_with_one_sentence(server, baseline, settings, expected):
+def test_bad_requests_are_refused_with_one_sentence(server, settings, expected):
     corrupt = Path(NEW_FORGE) / "models" / "AnimateDiff" / CORRUPT_FILE
     corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken!}" + bytes(64))
     try:
@@ -222,25 +217,30 @@ def test_a_control_folder_lines_up_with_the_frames_of_each_window(server, pose_m
     assert "ControlNet 0" in info
 
 
-def test_an_exception_inside_sampling_fails_the_request_only(server, baseline):
+def test_an_exception_inside_sampling_fails_the_request_only(server):
     import webui_fault
 
-    summaries = server.log_text().count("attn1 calls with frame 0")
-    body = {**video_request(motion_file("*v2*.safetensors")), "prompt": f"a cat, {webui_fault.MARKER}"}
-    response = server.post("/sdapi/v1/img2img", body)
-    print(f"exception inside sampling: HTTP {response.status_code}")
-    assert response.status_code == 500 and "fault injected" in response.text
-    assert server.log_text().count("attn1 calls with frame 0") == summaries + 1  # our cleanup ran once
+    with leaves_the_webui_as_before(server, txt2img(), "an exception inside sampling"):
+        summaries = server.log_text().count("attn1 calls with frame 0")
+        body = {**video_request(motion_file("*v2*.safetensors")), "prompt": f"a cat, {webui_fault.MARKER}"}
+        response = server.post("/sdapi/v1/img2img", body)
+        print(f"exception inside sampling: HTTP {response.status_code}")
+        assert response.status_code == 500 and "fault injected" in response.text
+        assert server.log_text().count("attn1 calls with frame 0") == summaries + 1  # our cleanup ran once
 
 
 def test_reload_ui_then_a_video(server, reference_frame_zero):
-    server.reload_ui()
-    frames = video_frames(server.post("/sdapi/v1/img2img", video_request(motion_file("*v3*.safetensors"))))
+    with leaves_the_webui_as_before(server, txt2img(), "Reload UI and a video"):
+        server.reload_ui()
+        frames = video_frames(server.post("/sdapi/v1/img2img", video_request(motion_file("*v3*.safetensors"))))
     check_frame_zero("after Reload UI", frames[0], reference_frame_zero)
 
 
-def test_zz_requests_without_the_extension_are_bit_identical(server, baseline):
-    # Runs last (file order): after every video and refusal above, the noise schedule is Forge's again.
-    for body in (txt2img(), txt2img({"enable": False})):
-        after = pictures(server.post("/sdapi/v1/txt2img", body))
-        assert len(after) == len(baseline) and all(np.array_equal(a, b) for a, b in zip(after, baseline))
+def test_videos_and_refusals_leave_the_webui_as_before(server):
+    # After a video and a refusal the noise schedule is Forge's again; the extension off is the extension absent.
+    with leaves_the_webui_as_before(server, txt2img(), "a video and a refused request"):
+        module = motion_file("*v3*.safetensors")
+        video_frames(server.post("/sdapi/v1/img2img", video_request(module)))
+        assert server.post("/sdapi/v1/img2img", video_request(module, frames=1)).status_code == 422
+    plain, off = (pictures(server.post("/sdapi/v1/txt2img", body)) for body in (txt2img(), txt2img({"enable": False})))
+    assert len(plain) == len(off) and all(np.array_equal(a, b) for a, b in zip(plain, off))
