@@ -110,9 +110,9 @@
     // A refused page request ends without pictures; its sentence is the result's comment: show it as an error.
     function markRefusals() {
         TABS.forEach(function(tab) {
-            var info = byId("html_info_" + tab);
-            if (!info) return;
-            info.querySelectorAll("p.comments").forEach(function(paragraph) {
+            var log = byId("html_log_" + tab);  // where the WebUI shows a result's comments
+            if (!log) return;
+            log.querySelectorAll("p.comments").forEach(function(paragraph) {
                 var ours = paragraph.textContent.trim().indexOf("I2V-Adapter") === 0;
                 paragraph.classList.toggle("i2v-adapter-refusal", ours);
             });

@@ -87,6 +87,7 @@ def test_txt2img_picture_sent_to_i2v_adapter_lands_in_img2img_and_the_panel(page
     page.wait_for(lambda: page.image_sources("#txt2img_gallery"), 300, "no picture in the txt2img gallery")
     page.wait_for(lambda: not page.visible("#txt2img_interrupt"), 120, "txt2img did not finish")
 
+    shoot(page, "#image_buttons_txt2img", "send-to-buttons.png")
     page.click("#txt2img_send_to_i2v_adapter")
     page.wait_for(lambda: page.visible("#img2img_i2v_adapter_image"), 30, "the img2img tab did not open")
     page.wait_for(lambda: page.image_sources("#img2img_i2v_adapter_image"), 30, "no picture in the panel")
@@ -164,7 +165,7 @@ def test_refusal_is_one_sentence_in_the_page_and_no_traceback_in_the_log(page, s
     page.wait_for(lambda: not page.visible("#img2img_interrupt"), 60, "img2img did not finish")
     shown = page.text("#html_info_img2img") + page.text("#html_log_img2img")
     assert "enable AnimateDiff" in shown, shown
-    page.wait_for(lambda: page.exists("#html_info_img2img p.i2v-adapter-refusal"), 10, "refusal not marked")
+    page.wait_for(lambda: page.exists("#html_log_img2img p.i2v-adapter-refusal"), 10, "refusal not marked")
     added = server.log_text()[len(before):]
     assert "Traceback" not in added and "Error completing request" not in added, added[-2000:]
 

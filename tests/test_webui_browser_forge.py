@@ -30,9 +30,12 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
                 assert page.exists(f"#{tab}_send_to_i2v_adapter"), tab
             page.script("switch_to_img2img();")
             page.click("#img2img_i2v_adapter_enable .label-wrap")
-            page.wait_for(lambda: page.visible("#img2img_i2v_adapter_t0"), 30, "the panel did not open")
-            page.wait_for(lambda: page.script("var el = gradioApp().querySelector('#img2img_i2v_adapter_t0');"
+            page.wait_for(lambda: page.visible("#img2img_i2v_adapter_scale"), 30, "the panel did not open")
+            page.wait_for(lambda: page.script("var el = gradioApp().querySelector('#img2img_i2v_adapter_scale');"
                                               "return el && el.title;"), 10, "no hover hint")
+            folder = os.environ.get("I2V_SCREENSHOTS")
+            if folder:
+                page.screenshot("#img2img_i2v_adapter_enable", Path(folder) / f"panel-{settings.lower()}.png")
             errors = page.console_errors()
             print(f"\n{settings}: console entries {len(page.console)}, errors {len(errors)}")
             assert errors == []
