@@ -9,11 +9,12 @@ AnimateDiff's noise schedule, which is put back on every path. The video is writ
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
 
-from ..motion import MotionModuleError, context_windows
+from ..motion import MotionModuleError, check_unet_fits, context_windows
 from ..params import I2VParams, ParamsError
 from . import a1111, forge, forge2_motion, forge2_video, forge2_windows
 from .animatediff import VideoGeometry
@@ -64,11 +65,18 @@ class Forge2Generation(forge.ForgeGeneration):
 
     def __init__(self, p, params: I2VParams, geometry: VideoGeometry, motion: MotionParams):
         self.motion_params = motion
+        self.motion_path = ""
         try:
             self.motion_path = forge2_motion.find(motion.motion_module)
             self.motion = forge2_motion.cached_motion_module(self.motion_path)
         except MotionModuleError as error:
-            raise a1111.I2VAdapterError(str(error)) from None
+            # The reader names the file by its path; the server's folders are no business of the client.
+            message = str(error).replace(self.motion_path, self.motion_name) if self.motion_path else str(error)
+            raise a1111.I2VAdapterError(message) from None
+        try:  # e.g. an SD1.5-sized checkpoint of another layout: refused before anything is patched
+            check_unet_fits(p.sd_model.forge_objects.unet.model.diffusion_model, self.motion.slots())
+        except ValueError as error:
+            raise a1111.I2VAdapterError(f"I2V-Adapter: {error}.") from None
         limit = self.motion.max_frames
         if motion.context_length > limit:
             raise a1111.I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
@@ -90,8 +98,6 @@ class Forge2Generation(forge.ForgeGeneration):
 
     @property
     def motion_name(self) -> str:
-        import os
-
         return os.path.basename(self.motion_path)
 
     def _sample(self, original):

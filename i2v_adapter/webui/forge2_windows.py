@@ -71,12 +71,11 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
         count = torch.zeros(total, device=x.device, dtype=x.dtype)
         for window in windows:
             rows = _rows_of(chunks, frames, window)
-            frame_rows = torch.tensor(window)
-            layout.set_window(Window.from_frames(window))
-            part = {"input": x[rows.to(x.device)], "timestep": _take(args["timestep"], rows, total),
-                    "c": window_conditioning(args["c"], rows, frame_rows, total, frames),
-                    "cond_or_uncond": args["cond_or_uncond"]}
             device_rows = rows.to(x.device)
+            layout.set_window(Window.from_frames(window))
+            part = {"input": x[device_rows], "timestep": _take(args["timestep"], rows, total),
+                    "c": window_conditioning(args["c"], rows, torch.tensor(window), total, frames),
+                    "cond_or_uncond": args["cond_or_uncond"]}
             out.index_add_(0, device_rows, run(apply_model, part).to(out.dtype))
             count.index_add_(0, device_rows, torch.ones(len(rows), device=x.device, dtype=x.dtype))
         return out / count.view(-1, *([1] * (x.ndim - 1)))
