@@ -201,3 +201,18 @@ def test_every_format_is_written_with_the_infotext(tmp_path):
     assert b"I2V-Adapter: on" in written[1].read_bytes()
     again = write_outputs(frames, tmp_path, 7, ("GIF",), 8, "")
     assert again[0].name == "00001-7.gif"
+
+
+def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
+    from i2v_adapter.webui import forge2_video
+
+    monkeypatch.setattr(forge2_video, "output_folder", lambda p: tmp_path)
+    pictures = [Image.new("RGB", (8, 8), (30 * i, 0, 0)) for i in range(6)]
+    processed = SimpleNamespace(images=["grid"] + pictures, infotexts=["grid info"] + [f"info {i}" for i in range(6)],
+                                index_of_first_image=1, all_seeds=[5, 5, 5, 9, 9, 9])
+    written = forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3, ("GIF", "PNG"), 8)
+    assert [path.name for path in written] == ["00000-5.gif", "00000-5", "00001-9.gif", "00001-9"]
+    assert processed.images[0] == "grid" and len(processed.images) == 1 + 2 + 6
+    assert all(isinstance(item, str) for item in processed.images[1:3]) and processed.images[3] is pictures[0]
+    assert processed.infotexts[1:3] == ["info 0", "info 3"]
+    assert Image.open(written[2]).info["comment"] == b"info 3"

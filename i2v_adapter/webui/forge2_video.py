@@ -40,21 +40,27 @@ def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, formats, fp
 
 
 def add_to_results(p, processed, frames: int, formats, fps: int) -> list[Path]:
-    """Write the video(s) of ``processed``'s first ``frames`` pictures and list them before the pictures."""
+    """Write one video per ``frames`` pictures of ``processed`` (one per batch count) and list them first."""
     start = getattr(processed, "index_of_first_image", 0)
-    pictures = [np.asarray(image.convert("RGB")) for image in processed.images[start:start + frames]]
-    if len(pictures) < 2:
-        log.warning("I2V-Adapter: %d picture(s) came back, no video written", len(pictures))
+    seeds = list(getattr(processed, "all_seeds", None) or [getattr(processed, "seed", 0)])
+    shown, infotexts, written = [], [], []
+    for video in range((len(processed.images) - start) // frames):
+        first = start + video * frames
+        pictures = [np.asarray(image.convert("RGB")) for image in processed.images[first:first + frames]]
+        infotext = processed.infotexts[first] if first < len(processed.infotexts) else ""
+        seed = int(seeds[min(video * frames, len(seeds) - 1)])
+        paths = write_outputs(pictures, output_folder(p), seed, formats, fps, infotext)
+        videos = [path for path in paths if path.suffix]
+        if getattr(p, "is_api", False):
+            shown += [base64.b64encode(path.read_bytes()).decode() for path in videos]
+        else:
+            shown += [str(path) for path in videos]
+        infotexts += [infotext] * len(videos)
+        written += paths
+    if not written:
+        log.warning("I2V-Adapter: fewer than %d pictures came back, no video written", frames)
         return []
-    infotext = processed.infotexts[start] if processed.infotexts else ""
-    seed = int(processed.seed) if getattr(processed, "seed", None) is not None else 0
-    written = write_outputs(pictures, output_folder(p), seed, formats, fps, infotext)
-    videos = [path for path in written if path.suffix]
-    if getattr(p, "is_api", False):
-        shown = [base64.b64encode(path.read_bytes()).decode() for path in videos]
-    else:
-        shown = [str(path) for path in videos]
     processed.images[start:start] = shown
-    processed.infotexts[start:start] = [infotext] * len(shown)
+    processed.infotexts[start:start] = infotexts
     log.info("I2V-Adapter: wrote %s", ", ".join(str(path) for path in written))
     return written
