@@ -132,6 +132,18 @@ def test_every_format_comes_back_video_first(server):
     assert len(frames) == 4 and "I2V-Adapter frames: 4" in Image.open(frames[0]).info["parameters"]
 
 
+def test_a_batch_count_of_two_makes_two_videos(server, reference_frame_zero):
+    import webui_server
+
+    body = {**video_request(motion_file("*v3*.safetensors"), frames=4, formats=["GIF"]), "n_iter": 2}
+    items = [webui_server.decode_image(item) for item in server.post("/sdapi/v1/img2img", body).json()["images"]]
+    print(f"batch count 2: {[image.format for image in items]}")
+    assert [image.format for image in items[:2]] == ["GIF", "GIF"] and len(items) == 2 + 2 * 4
+    assert all(image.n_frames == 4 for image in items[:2])
+    for first in (items[2], items[6]):
+        check_frame_zero("batch count 2", np.asarray(first.convert("RGB")), reference_frame_zero)
+
+
 def test_txt2img_with_the_panel_image(server, reference_frame_zero):
     frames = video_frames(timed_post(server, "/sdapi/v1/txt2img",
                                      video_request(motion_file("*v3*.safetensors"), img2img=False)))
