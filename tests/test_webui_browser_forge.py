@@ -1,4 +1,4 @@
-"""Forge in a real browser: the page loads with the panel, the panel opens, the console stays clean.
+"""Forge in a real browser: the page loads with the panel, the panel opens and previews, the console stays clean.
 
 One check per Forge whose variable is set: I2V_FORGE_DIR (classic Forge, reForge, Forge Classic; gradio 3.41)
 and I2V_NEW_FORGE_DIR (Forge 2; gradio 4.40), with their _PYTHON and _PORT variables as for
@@ -19,6 +19,7 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
         pytest.skip(f"{settings}_DIR is not set")
     import webui_server
     from webui_browser import Page, start_browser
+    from webui_requests import test_image
 
     with webui_server.running(Path(root), settings, port, tmp_path / "forge.log", forge=True) as server:
         driver = start_browser()
@@ -33,6 +34,16 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
             page.wait_for(lambda: page.visible("#img2img_i2v_adapter_scale"), 30, "the panel did not open")
             page.wait_for(lambda: page.script("var el = gradioApp().querySelector('#img2img_i2v_adapter_scale');"
                                               "return el && el.title;"), 10, "no hover hint")
+            picture = tmp_path / "picture.png"
+            test_image().save(picture)
+            page.element("#img2img_i2v_adapter_image input[type=file]").send_keys(str(picture))
+            page.wait_for(lambda: page.image_sources("#img2img_i2v_adapter_image"), 30, "no picture in the panel")
+            page.click("#img2img_i2v_adapter_preview_button")
+            caption = "#img2img_i2v_adapter_preview_caption"
+            page.wait_for(lambda: page.text(caption).strip(), 300, "no preview caption")
+            assert "timestep" in page.text(caption), page.text(caption)
+            assert page.image_sources("#img2img_i2v_adapter_preview_prior")
+            print(f"\n{settings} preview: {page.text('#img2img_i2v_adapter_preview_caption')}")
             folder = os.environ.get("I2V_SCREENSHOTS")
             if folder:
                 page.screenshot("#img2img_i2v_adapter_enable", Path(folder) / f"panel-{settings.lower()}.png")

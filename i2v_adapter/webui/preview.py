@@ -32,7 +32,12 @@ def _size(value, fallback: int) -> int:
 
 def encoder(sd_model, width: int, height: int, resize_mode: int):
     """Image -> z0 as the generation computes it (resize as img2img does, posterior mean, scaled)."""
-    from .a1111 import encode_posterior_mean
+    from . import forge
+
+    if forge.host() == forge.NEW_FORGE:
+        from .forge2 import encode_posterior_mean
+    else:
+        from .a1111 import encode_posterior_mean
 
     def encode(image):
         request = SimpleNamespace(sd_model=sd_model, width=width, height=height, resize_mode=resize_mode,
@@ -43,15 +48,30 @@ def encoder(sd_model, width: int, height: int, resize_mode: int):
 
 
 def decoder(sd_model):
-    """Latents -> pixels in [-1, 1] with the full VAE, as the WebUI decodes its results."""
+    """Latents -> pixels in [-1, 1], decoded as the WebUI decodes its results (Settings: VAE type for decode)."""
     from modules import devices, sd_samplers_common
 
     def decode(latents: torch.Tensor) -> torch.Tensor:
+        latents = latents.to(devices.device)
         with devices.autocast():
-            pixels = sd_samplers_common.samples_to_images_tensor(latents.to(devices.device), 0, sd_model)
+            if hasattr(sd_samplers_common, "decode_first_stage"):
+                pixels = sd_samplers_common.decode_first_stage(sd_model, latents)
+            else:
+                pixels = sd_samplers_common.samples_to_images_tensor(latents, 0, sd_model)
         return pixels.float().cpu()
 
     return decode
+
+
+def loaded_model():
+    """The checkpoint's model; Forge 2 loads it only for the first generation, so load it here if needed."""
+    from modules import sd_models, shared
+
+    reload = getattr(sd_models, "forge_model_reload", None)
+    if reload is not None:
+        model = reload()
+        return model[0] if isinstance(model, tuple) else model
+    return shared.sd_model
 
 
 def caption_html(text: str, kind: str = "note") -> str:
@@ -70,9 +90,7 @@ def run(panel_image, img2img_image, t0, p, blur_sigma, seed, width=None, height=
     seed = int(seed) if seed is not None and int(seed) >= 0 else 0
     width, height = _size(width, image.width // 8 * 8 or 512), _size(height, image.height // 8 * 8 or 512)
     try:
-        from modules import shared
-
-        sd_model = shared.sd_model
+        sd_model = loaded_model()
         started = time.perf_counter()
         preview = preview_prior(image, encoder(sd_model, width, height, int(resize_mode or 0)), decoder(sd_model),
                                 float(t0), float(p), float(blur_sigma), seed, animatediff_alphas_cumprod())
