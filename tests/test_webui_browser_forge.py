@@ -47,6 +47,7 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
             print(f"\n{settings} preview: {page.text('#img2img_i2v_adapter_preview_caption')}")
             folder = os.environ.get("I2V_SCREENSHOTS")
             if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
                 page.screenshot("#img2img_i2v_adapter_enable", Path(folder) / f"panel-{settings.lower()}.png")
             errors = page.console_errors()
             print(f"\n{settings}: console entries {len(page.console)}, errors {len(errors)}")

@@ -20,6 +20,11 @@ HINT_TXT2IMG = (
     "Frame 0 of the video is this picture. Opening this panel switches it on (the tick in its title); it needs "
     "AnimateDiff on. In txt2img the other frames start from pure noise: the prior (t0, p) works in img2img."
 )
+HINT_FORGE2 = (
+    "Frame 0 of the video is the img2img picture, or the picture you drop here. Opening this panel switches "
+    "it on (the tick in its title); the motion module is chosen below, and in img2img t0 replaces the "
+    "denoising strength."
+)
 CUSTOM_PRESET = "custom"
 OFFICIAL_WEIGHTS = "i2v_module.pth"
 IMG2IMG_IMAGE_HEIGHT = 160
@@ -38,6 +43,14 @@ def _slider(name: str, elem_prefix: str, **kwargs):
     knob = _knob(name)
     return gr.Slider(minimum=knob.minimum, maximum=knob.maximum, step=knob.step, value=_default(name),
                      label=knob.label, info=knob.help or None, elem_id=f"{elem_prefix}_{name}", **kwargs)
+
+
+def _hint(is_img2img: bool) -> str:
+    from . import forge
+
+    if forge.host() == forge.NEW_FORGE:  # its own motion modules, not AnimateDiff's panel
+        return HINT_FORGE2
+    return HINT_IMG2IMG if is_img2img else HINT_TXT2IMG
 
 
 def default_weights_choice() -> str:
@@ -79,7 +92,7 @@ class Panel:
             with self.enable.extra():
                 gr.HTML("", elem_id=f"{prefix}_status")  # "on: ..." written by javascript/
         with panel:
-            gr.Markdown(unsupported or (HINT_IMG2IMG if is_img2img else HINT_TXT2IMG), elem_id=f"{prefix}_hint")
+            gr.Markdown(unsupported or _hint(is_img2img), elem_id=f"{prefix}_hint")
             if unsupported:
                 self.enable = gr.Checkbox(value=False, visible=False, elem_id=f"{prefix}_enable")
             self._image_and_weights()
