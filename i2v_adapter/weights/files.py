@@ -387,6 +387,3 @@ def describe_weights_file(path) -> dict:
             adapter_output_is_zero=adapter_output_is_zero(weights),
         )
     return description
-
-
-# ---------------------------------------------------------------- message helpers
