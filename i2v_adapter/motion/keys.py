@@ -26,12 +26,13 @@ ADAPTER_PARTS = (".to_q_ff.", ".to_out_ff.")
 HOTSHOT_PART = ".temporal_attentions."
 LORA_PART = "lora"
 
-_DIFFUSERS_TO_ORIGINAL = (
-    (".attn1.", ".attention_blocks.0."),
-    (".attn2.", ".attention_blocks.1."),
-    (".norm1.", ".norms.0."),
-    (".norm2.", ".norms.1."),
-    (".norm3.", ".ff_norm."),
+# Inside a transformer block: original name part -> diffusers name part (one table for both directions).
+ORIGINAL_TO_DIFFUSERS = (
+    (".attention_blocks.0.", ".attn1."),
+    (".attention_blocks.1.", ".attn2."),
+    (".norms.0.", ".norm1."),
+    (".norms.1.", ".norm2."),
+    (".ff_norm.", ".norm3."),
 )
 _DIFFUSERS_PE = re.compile(r"^(?P<block>transformer_blocks\.\d+)\.pos_embed\.pe$")
 _ORIGINAL_ROOT = "temporal_transformer."
@@ -65,7 +66,7 @@ def to_original_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                 original[f"{head}{pe['block']}.attention_blocks.{attention}.pos_encoder.pe"] = tensor
             continue
         rest = f".{rest}"
-        for old, new in _DIFFUSERS_TO_ORIGINAL:
+        for new, old in ORIGINAL_TO_DIFFUSERS:
             if rest.startswith(".transformer_blocks."):
                 rest = rest.replace(old, new)
         original[head + rest[1:]] = tensor

@@ -12,18 +12,12 @@ import re
 
 import torch
 
+from ..motion.keys import ORIGINAL_TO_DIFFUSERS
 from ..weights.adapter import WeightsError
 from ..weights.reading import strip_prefixes
 
 # Original name part -> diffusers name part; applied in this order.
-_RENAMES = (
-    (".temporal_transformer.", "."),
-    (".attention_blocks.0.", ".attn1."),
-    (".attention_blocks.1.", ".attn2."),
-    (".norms.0.", ".norm1."),
-    (".norms.1.", ".norm2."),
-    (".ff_norm.", ".norm3."),
-)
+_RENAMES = ((".temporal_transformer.", "."), *ORIGINAL_TO_DIFFUSERS)
 _PE = re.compile(r"^(?P<block>.+\.transformer_blocks\.\d+)\.attention_blocks\.(?P<attention>\d+)\.pos_encoder\.pe$")
 _MOTION = ".motion_modules."
 
