@@ -11,7 +11,6 @@ Example (GPU): python benchmarks/train_benchmark.py --sizes 256 512 --frames 16 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,40 +20,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' random-model helpers
 
 from i2v_adapter.pipeline.single_file import SD15_UNET_CONFIG  # noqa: E402
 from i2v_adapter.train.loop import train  # noqa: E402
 from i2v_adapter.train.settings import TrainSettings  # noqa: E402
+from models import fill_zero_initialised  # noqa: E402
+from test_pipeline import write_tokenizer  # noqa: E402
 
 TINY_UNET = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
              "block_out_channels": (32, 64), "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
              "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 32,
              "attention_head_dim": 4, "norm_num_groups": 8}
-
-
-def _random_nonzero(model, seed: int):
-    """Zero-initialised projections get small random values, or their layers would do nothing."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
-    return model
-
-
-def _tokenizer(folder: Path, max_length: int):
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in "abcdefghijklmnopqrstuvwxyz":
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                  model_max_length=max_length).save_pretrained(folder)
-    return len(vocab)
 
 
 def write_models(root: Path, tiny: bool) -> tuple[Path, Path, dict]:
@@ -65,12 +42,12 @@ def write_models(root: Path, tiny: bool) -> tuple[Path, Path, dict]:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET_CONFIG))
-    _random_nonzero(unet, 0).save_pretrained(root / "base" / "unet")
+    fill_zero_initialised(unet, 0).save_pretrained(root / "base" / "unet")
     widths = (8, 16) if tiny else (128, 256, 512, 512)
     AutoencoderKL(block_out_channels=widths, layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32,
                   down_block_types=("DownEncoderBlock2D",) * len(widths),
                   up_block_types=("UpDecoderBlock2D",) * len(widths)).save_pretrained(root / "base" / "vae")
-    vocab = _tokenizer(root / "base" / "tokenizer", 77)
+    vocab = len(write_tokenizer(root / "base" / "tokenizer", 77))
     width = 32 if tiny else 768
     CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2 if tiny else 12,
@@ -80,7 +57,7 @@ def write_models(root: Path, tiny: bool) -> tuple[Path, Path, dict]:
     motion = MotionAdapter(block_out_channels=unet.config.block_out_channels, motion_layers_per_block=2,
                            motion_num_attention_heads=heads, motion_norm_num_groups=groups,
                            motion_max_seq_length=32, use_motion_mid_block=True)
-    save_file(_random_nonzero(motion, 1).state_dict(), str(root / "motion.safetensors"))
+    save_file(fill_zero_initialised(motion, 1).state_dict(), str(root / "motion.safetensors"))
     return root / "base", root / "motion.safetensors", {"motion_heads": heads, "motion_norm_groups": groups}
 
 

@@ -9,7 +9,7 @@ from i2v_adapter.hooks import find_attn1_layers, layer_channels
 CONTEXT_DIM = 32
 
 
-def _fill_zero_initialised(model, seed: int):
+def fill_zero_initialised(model, seed: int):
     """ldm zero-initialises proj_out and out convs: random weights there, or attention would not show."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -30,7 +30,7 @@ def ldm_unet(model_channels: int = 32, seed: int = 0):
         num_heads=4, use_spatial_transformer=True, transformer_depth=1,
         context_dim=CONTEXT_DIM, legacy=False,
     )
-    return _fill_zero_initialised(unet, seed).eval()
+    return fill_zero_initialised(unet, seed).eval()
 
 
 def diffusers_unet(seed: int = 0):
@@ -43,7 +43,7 @@ def diffusers_unet(seed: int = 0):
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=CONTEXT_DIM,
         attention_head_dim=4, norm_num_groups=8,
     )
-    return _fill_zero_initialised(unet, seed).eval()
+    return fill_zero_initialised(unet, seed).eval()
 
 
 def random_adapter(unet, seed: int = 1, std: float = 0.05) -> AdapterWeights:

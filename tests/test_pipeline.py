@@ -44,7 +44,7 @@ def tiny_motion_adapter(mid_block: bool = True, max_frames: int = 24, seed: int 
                             motion_norm_num_groups=8, motion_max_seq_length=max_frames,
                             use_motion_mid_block=mid_block)
     # diffusers zero-initialises proj_out: random values there, or the motion module would do nothing.
-    return models._fill_zero_initialised(adapter, seed)
+    return models.fill_zero_initialised(adapter, seed)
 
 
 def to_original_layout(state_dict: dict) -> dict:

@@ -44,7 +44,7 @@ def tiny_diffusers_sdxl(seed: int = 0):
         use_linear_projection=True, norm_num_groups=8, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=models.CONTEXT_DIM + 6 * 8,
     )
-    return models._fill_zero_initialised(unet, seed).eval()
+    return models.fill_zero_initialised(unet, seed).eval()
 
 
 def _generative_models_root() -> Path:
@@ -83,7 +83,7 @@ def tiny_sgm_sdxl(seed: int = 0):
             num_head_channels=8, use_spatial_transformer=True, use_linear_in_transformer=True,
             transformer_depth=[1, 2, 10], context_dim=models.CONTEXT_DIM,
             spatial_transformer_attn_type="softmax-xformers", legacy=False)
-    return models._fill_zero_initialised(unet, seed).eval()
+    return models.fill_zero_initialised(unet, seed).eval()
 
 
 def run_diffusers(unet, rows: int, seed: int = 5):

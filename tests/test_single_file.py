@@ -45,7 +45,7 @@ def ldm_parts(tokenizer):
         vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=1, max_position_embeddings=tokenizer.model_max_length, bos_token_id=0,
         eos_token_id=1, pad_token_id=1))
-    return models._fill_zero_initialised(unet, 0).eval(), {k: v.eval() for k, v in vae.items()}, text.eval()
+    return models.fill_zero_initialised(unet, 0).eval(), {k: v.eval() for k, v in vae.items()}, text.eval()
 
 
 def single_file_state(unet, vae, text) -> dict:
@@ -62,7 +62,7 @@ def motion_module_for(widths) -> dict:
     torch.manual_seed(4)
     adapter = MotionAdapter(block_out_channels=widths, motion_layers_per_block=2, motion_num_attention_heads=4,
                             motion_norm_num_groups=8, motion_max_seq_length=24, use_motion_mid_block=False)
-    return to_original_layout(models._fill_zero_initialised(adapter, 4).state_dict())
+    return to_original_layout(models.fill_zero_initialised(adapter, 4).state_dict())
 
 
 @pytest.fixture(scope="module")

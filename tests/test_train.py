@@ -312,7 +312,7 @@ def write_tiny_sdxl_folder(folder: Path) -> Path:
         transformer_layers_per_block=(1, 2), attention_head_dim=4, cross_attention_dim=48, norm_num_groups=8,
         use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 16)
-    models._fill_zero_initialised(unet, 0).save_pretrained(folder / "unet")
+    models.fill_zero_initialised(unet, 0).save_pretrained(folder / "unet")
     tokenizer = write_tokenizer(folder / "tokenizer_2")
     torch.manual_seed(3)
     CLIPTextModelWithProjection(CLIPTextConfig(
