@@ -30,3 +30,22 @@ def test_older_processing_objects_without_comment_method():
     assert p.comments == {"sentence": 1} and p.n_iter == 0
     bare = SimpleNamespace(n_iter=1)
     assert not end_without_pictures(bare, "sentence") and bare.n_iter == 1
+
+
+def _animatediff_request(batch_size: int, video_length: int):
+    """A processing object as AnimateDiff leaves it: its before_process sets the batch to the frame count."""
+    script = SimpleNamespace(title=lambda: "AnimateDiff", args_from=0)
+    return SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[script]), batch_size=batch_size,
+                           script_args=[{"enable": True, "video_length": video_length, "batch_size": 16}])
+
+
+def test_animatediff_that_failed_to_start_is_named_not_the_frame_count():
+    import pytest
+    from i2v_adapter.webui.a1111 import I2VAdapterError, check_request
+
+    with pytest.raises(I2VAdapterError, match="AnimateDiff did not start its 8-frame video") as caught:
+        check_request(_animatediff_request(batch_size=1, video_length=8), None)
+    assert "at least 2 frames" not in caught.value.detail
+    with pytest.raises(I2VAdapterError, match="at least 2 frames"):
+        check_request(_animatediff_request(batch_size=1, video_length=1), None)
+    assert check_request(_animatediff_request(batch_size=8, video_length=8), None).frames == 8

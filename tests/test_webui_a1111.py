@@ -126,6 +126,7 @@ def test_bad_input_gets_one_sentence(webui, motion_module, image, i2v, extra, me
     detail = response.json()["detail"]
     print(f"refused: {detail}")
     assert message in detail
+    assert f"{os.sep}broken.pth" not in detail  # files are named as the user picked them, not by server path
 
 
 def test_animatediff_off_is_refused(webui, motion_module, image):

@@ -97,6 +97,10 @@ def check_request(p, params: I2VParams):
     if geometry is None:
         hint = "" if animatediff.installed(p) else " (install the sd-webui-animatediff extension)"
         raise I2VAdapterError(f"I2V-Adapter makes videos with AnimateDiff: enable AnimateDiff{hint}.")
+    if geometry.video_length >= 2 and geometry.frames < 2:
+        # AnimateDiff's before_process sets the batch to the frame count; it did not, so its setup failed
+        raise I2VAdapterError(f"I2V-Adapter: AnimateDiff did not start its {geometry.video_length}-frame video (its motion "
+                              "module failed to load, e.g. an SD1.5 module with an SDXL checkpoint: the console says why).")
     if geometry.frames < 2 or geometry.video_length < 2:
         raise I2VAdapterError("I2V-Adapter needs a video of at least 2 frames: set AnimateDiff's number of frames to 8 or more.")
     if getattr(p, "enable_hr", False):
@@ -134,8 +138,8 @@ class Generation:
             raise I2VAdapterError(f"I2V-Adapter: no weights file named '{self.params.model}' (available: {known}).")
         try:
             return cached_adapter_weights(path)
-        except WeightsError as error:
-            raise I2VAdapterError(f"I2V-Adapter: {error}") from None
+        except WeightsError as error:  # the user picked a name: the server's folders are not theirs to see
+            raise I2VAdapterError(f"I2V-Adapter: {str(error).replace(path, self.params.model)}") from None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
