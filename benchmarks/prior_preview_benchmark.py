@@ -1,6 +1,7 @@
 """Time of the panel's Preview: one VAE encode and one decode of two latents, SD1.5's VAE (random weights).
 
 Example: python benchmarks/prior_preview_benchmark.py --resolution 512 --repeats 3 [--device cuda --fp16]
+``--count-flops`` counts the floating-point operations of the same calls instead (meta device: no memory, any size).
 """
 from __future__ import annotations
 
@@ -40,13 +41,32 @@ def sd15_vae(device, dtype):
     return encode, decode
 
 
+def count_flops(resolution: int) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encode, decode = sd15_vae("meta", torch.float32)
+    image = Image.new("RGB", (resolution, resolution))
+    counted = {}
+    for name, call in (("encode", lambda: encode(image)),
+                       ("decode of 2", lambda: decode(torch.zeros(2, 4, resolution // 8, resolution // 8)))):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            call()
+        counted[name] = counter.get_total_flops() / 1e12
+    print(f"preview at {resolution}x{resolution}: " + ", ".join(f"{k} {v:.3f} TFLOP" for k, v in counted.items())
+          + f", total {sum(counted.values()):.3f} TFLOP")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--count-flops", action="store_true", help="count FLOPs instead of timing")
     args = parser.parse_args()
+    if args.count_flops:
+        return count_flops(args.resolution)
     torch.manual_seed(0)
     encode, decode = sd15_vae(args.device, torch.float16 if args.fp16 else torch.float32)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (args.resolution, args.resolution, 3),
