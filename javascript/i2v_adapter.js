@@ -32,6 +32,20 @@
             "loaded model's VAE. Same settings, same picture.",
         "preview_prior": "The prior: the picture's latent, partly blurred (share 1 - p), decoded.",
         "preview_noised": "The prior at the t0 noise level: what the sampler really starts from.",
+        // The motion section, built only on Forge 2 (this extension brings its own motion modules there).
+        "motion_module": "An AnimateDiff SD1.5 motion module (v1, v2, v3, or the one inside " +
+            "animatediff_v15_v1_ipplus.pth) from models/AnimateDiff or the folder set in Settings; its version " +
+            "is told from its keys.",
+        "motion_refresh": "Scan models/AnimateDiff (and the folder set in Settings) for motion modules again.",
+        "frames": "Length of the video in frames (2 to 64); frame 0 is the picture. Videos longer than the " +
+            "context length are made in overlapping windows.",
+        "fps": "Frames per second of the GIF, MP4 and WEBM files.",
+        "context_length": "Frames the motion module sees at once (one window). 0 = the module's limit (24 for v1, " +
+            "32 for v2 and v3). Every window also attends to frame 0.",
+        "context_overlap": "Frames shared by neighbouring windows; those frames get the mean of their windows. " +
+            "Must be less than the context length.",
+        "formats": "Files written under the outputs folder, each with the generation's parameters: GIF, MP4 and " +
+            "WEBM videos, and the frames as PNG. The videos are also shown (and returned) before the frames.",
     };
 
     function byId(id) {

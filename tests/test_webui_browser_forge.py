@@ -11,6 +11,32 @@ import pytest
 
 FORGES = [("I2V_FORGE", 7871), ("I2V_NEW_FORGE", 7872)]
 
+# Forge 2's motion section: each control and a phrase of the hint the pointer shows over it.
+MOTION_HINTS = {"motion_module": "AnimateDiff SD1.5 motion module", "motion_refresh": "Scan models/AnimateDiff",
+                "frames": "Length of the video", "fps": "per second", "context_length": "one window",
+                "context_overlap": "neighbouring windows", "formats": "GIF, MP4 and WEBM"}
+
+
+def hovered_hint(page, selector: str) -> str:
+    """The title the browser shows with the pointer over the element's centre: the nearest one up the tree."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    page.script("gradioApp().querySelector(arguments[0]).scrollIntoView({block: 'center'});", selector)
+    ActionChains(page.driver).move_to_element(page.element(selector)).perform()
+    return page.script("var all = document.querySelectorAll(':hover'); var el = all[all.length - 1];"
+                       "while (el && !el.title) el = el.parentElement; return el ? el.title : '';")
+
+
+def check_motion_hints(page) -> None:
+    hints = {}
+    for name, phrase in MOTION_HINTS.items():
+        selector = f"#img2img_i2v_adapter_{name}"
+        page.wait_for(lambda: page.visible(selector), 30, f"{name} is not shown")
+        hints[name] = hovered_hint(page, selector)
+        print(f"hover {name}: {hints[name][:70]}")
+        assert phrase in hints[name], (name, hints[name])
+    assert len(set(hints.values())) == len(hints)  # each control its own hint
+
 
 @pytest.mark.parametrize("settings,port", FORGES, ids=["classic-forge", "forge-2"])
 def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, tmp_path):
@@ -34,6 +60,8 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
             page.wait_for(lambda: page.visible("#img2img_i2v_adapter_scale"), 30, "the panel did not open")
             page.wait_for(lambda: page.script("var el = gradioApp().querySelector('#img2img_i2v_adapter_scale');"
                                               "return el && el.title;"), 10, "no hover hint")
+            if settings == "I2V_NEW_FORGE":
+                check_motion_hints(page)
             picture = tmp_path / "picture.png"
             test_image().save(picture)
             page.element("#img2img_i2v_adapter_image input[type=file]").send_keys(str(picture))
