@@ -183,7 +183,8 @@ def test_models_that_cannot_take_a_motion_module_are_refused():
     assert forge2_motion.refusal(_model(is_sd1=True, storage=torch.float8_e4m3fn)) is None
     assert "the loaded one is SDXL" in forge2_motion.refusal(_model(is_sd1=False, is_sdxl=True))
     assert "the loaded one is Flux" in forge2_motion.refusal(type("Flux", (), {"is_sd1": False})())
-    assert "stored as GGUF" in forge2_motion.refusal(_model(is_sd1=True, storage="gguf"))
+    gguf = forge2_motion.refusal(_model(is_sd1=True, storage="gguf"))
+    assert "stored as GGUF" in gguf and ".safetensors" in gguf and "Low Bits" not in gguf  # the file decides
     assert "stored as NF4" in forge2_motion.refusal(_model(is_sd1=True, storage="nf4"))
 
 

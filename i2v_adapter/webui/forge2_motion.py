@@ -91,6 +91,10 @@ def refusal(sd_model) -> str | None:
         return (f"I2V-Adapter animates SD1.5 checkpoints only (AnimateDiff's SD1.5 motion modules): "
                 f"load an SD1.5 checkpoint (the loaded one is {loaded}).")
     storage = getattr(sd_model.forge_objects.unet.model, "storage_dtype", None)
+    if isinstance(storage, str) and storage.lower() == "gguf":
+        # The file decides GGUF storage; the 'Diffusion in Low Bits' setting cannot undo it.
+        return ("I2V-Adapter cannot animate a UNet stored as GGUF (the loaded checkpoint is a .gguf file): "
+                "load a full-precision SD1.5 checkpoint (.safetensors or .ckpt).")
     if isinstance(storage, str) and storage.lower() in QUANTISED_STORAGE:
         return (f"I2V-Adapter cannot animate a UNet stored as {storage.upper()}: set 'Diffusion in Low Bits' to "
                 f"Automatic or a float format, or load a full-precision checkpoint.")
