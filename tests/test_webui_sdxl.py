@@ -1,16 +1,18 @@
-"""SDXL videos end to end in a real A1111 WebUI with sd-webui-animatediff's SDXL motion modules, through the API.
+"""SDXL videos end to end in a real WebUI with sd-webui-animatediff's SDXL motion modules, through the API.
 
-Runs only when I2V_WEBUI_DIR points at an A1111 checkout with sd-webui-animatediff and
-I2V_WEBUI_SDXL_CHECKPOINT names an SDXL checkpoint (a path, or a name under models/Stable-diffusion; random
-weights are fine). The WebUI starts with that checkpoint. Motion modules are found in AnimateDiff's model
-folder by their release names: ``mm_sdxl_v10_beta.*`` (AnimateDiff-SDXL) and ``hsxl_temporal_layers.*``
-(HotShot-XL); a kind that is absent is skipped. Optional: I2V_WEBUI_PYTHON, I2V_WEBUI_PORT (default 7861),
-I2V_WEBUI_ARGS, as for the other A1111 tests. SDXL in full precision needs about 17 GB of memory.
+One run per WebUI whose variables are both set: I2V_WEBUI_DIR with I2V_WEBUI_SDXL_CHECKPOINT (A1111), and
+I2V_FORGE_DIR with I2V_FORGE_SDXL_CHECKPOINT (classic Forge, its forge/master AnimateDiff). The checkpoint is a
+path, or a name under models/Stable-diffusion (random weights are fine); the WebUI starts with it. Motion
+modules are found in AnimateDiff's model folder by their release names: ``mm_sdxl_v10_beta.*``
+(AnimateDiff-SDXL) and ``hsxl_temporal_layers.*`` (HotShot-XL); a kind that is absent is skipped. Optional:
+the _PYTHON, _PORT and _ARGS variables of each WebUI, as for its other tests. SDXL in full precision needs
+about 17 GB of memory.
 """
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,19 +22,31 @@ from PIL import Image
 from webui_requests import (ADAPTER_FILE, FRAMES, check_frame_zero, decoded_first_frame, level_difference, payload,
                             test_image, video_frames, write_test_adapter)
 
-WEBUI = os.environ.get("I2V_WEBUI_DIR")
-SDXL_CHECKPOINT = os.environ.get("I2V_WEBUI_SDXL_CHECKPOINT")
-pytestmark = pytest.mark.skipif(not (WEBUI and SDXL_CHECKPOINT),
-                                reason="I2V_WEBUI_DIR and I2V_WEBUI_SDXL_CHECKPOINT are not both set")
+
+@dataclass(frozen=True)
+class Host:
+    settings: str  # the prefix of the WebUI's variables
+    port: int
+    forge: bool
+
+    @property
+    def root(self) -> Path:
+        return Path(os.environ[f"{self.settings}_DIR"])
+
+    def checkpoint(self) -> Path:
+        path = Path(os.environ[f"{self.settings}_SDXL_CHECKPOINT"])
+        return path if path.is_absolute() else self.root / "models" / "Stable-diffusion" / path
+
+
+HOSTS = [Host("I2V_WEBUI", 7861, forge=False), Host("I2V_FORGE", 7871, forge=True)]
+HOST_PARAMS = [pytest.param(host, id=name, marks=pytest.mark.skipif(
+    not (os.environ.get(f"{host.settings}_DIR") and os.environ.get(f"{host.settings}_SDXL_CHECKPOINT")),
+    reason=f"{host.settings}_DIR and {host.settings}_SDXL_CHECKPOINT are not both set"))
+    for name, host in zip(("a1111", "classic-forge"), HOSTS)]
 
 SIZE = 128  # SDXL's three levels at 16x16, 8x8 and 4x4 latent pixels
 SDXL_ADAPTER_FILE = "i2v_test_sdxl_random.safetensors"
 MOTION_MODULES = {"AnimateDiff-SDXL": "mm_sdxl_v10_beta.*", "HotShot-XL": "hsxl_temporal_layers.*"}
-
-
-def checkpoint_path() -> Path:
-    path = Path(SDXL_CHECKPOINT)
-    return path if path.is_absolute() else Path(WEBUI) / "models" / "Stable-diffusion" / path
 
 
 def write_sdxl_adapter(folder: Path) -> Path:
@@ -54,20 +68,27 @@ def write_sdxl_adapter(folder: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", params=HOST_PARAMS)
+def host(request) -> Host:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def webui(tmp_path_factory):
+def webui(host, tmp_path_factory):
     import webui_server
 
-    root = Path(WEBUI)
-    checkpoint = checkpoint_path()
+    checkpoint = host.checkpoint()
     if not checkpoint.is_file():
         pytest.skip(f"no SDXL checkpoint at {checkpoint}")
-    write_sdxl_adapter(write_test_adapter(root))  # the SD1.5 one too, for the refusal
-    webui_server.link_extension(root)
-    args = [*shlex.split(os.environ.get("I2V_WEBUI_ARGS", "")), "--ckpt", str(checkpoint)]
-    server = webui_server.WebUI(root, os.environ.get("I2V_WEBUI_PYTHON") or sys.executable,
-                                int(os.environ.get("I2V_WEBUI_PORT", 7861)),
-                                tmp_path_factory.mktemp("webui-sdxl") / "webui.log", args)
+    write_sdxl_adapter(write_test_adapter(host.root))  # the SD1.5 one too, for the refusal
+    webui_server.link_extension(host.root)
+    args = [*shlex.split(os.environ.get(f"{host.settings}_ARGS", "")), "--ckpt", str(checkpoint)]
+    server = webui_server.WebUI(
+        host.root, os.environ.get(f"{host.settings}_PYTHON") or sys.executable,
+        int(os.environ.get(f"{host.settings}_PORT", host.port)),
+        tmp_path_factory.mktemp("webui-sdxl") / "webui.log", args,
+        launch_flags=webui_server.FORGE_LAUNCH_FLAGS if host.forge else webui_server.LAUNCH_FLAGS,
+        extra_env=webui_server.forge_cache_env() if host.forge else None)
     try:
         server.wait()
         yield server
@@ -75,8 +96,8 @@ def webui(tmp_path_factory):
         server.stop()
 
 
-def motion_module_file(kind: str) -> str:
-    found = sorted((Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model").glob(MOTION_MODULES[kind]))
+def motion_module_file(host: Host, kind: str) -> str:
+    found = sorted((host.root / "extensions" / "sd-webui-animatediff" / "model").glob(MOTION_MODULES[kind]))
     if not found:
         pytest.skip(f"no {kind} motion module ({MOTION_MODULES[kind]}) in AnimateDiff's model folder")
     return found[0].name
@@ -88,8 +109,8 @@ def image():
 
 
 @pytest.fixture(scope="module")
-def reference_frame_zero(image):
-    return decoded_first_frame(checkpoint_path(), image)
+def reference_frame_zero(host, image):
+    return decoded_first_frame(host.checkpoint(), image)
 
 
 def sdxl_request(motion_module: str, image=None, i2v=None, **extra) -> dict:
@@ -108,18 +129,18 @@ def timed_post(server, path: str, body: dict):
 
 
 @pytest.mark.parametrize("kind", MOTION_MODULES)
-def test_plain_animatediff_sdxl_makes_a_video(webui, kind):
+def test_plain_animatediff_sdxl_makes_a_video(host, webui, kind):
     """The bed itself: AnimateDiff alone turns the SDXL checkpoint into an 8-frame video."""
-    frames = video_frames(timed_post(webui, "/sdapi/v1/txt2img", sdxl_request(motion_module_file(kind))))
+    frames = video_frames(timed_post(webui, "/sdapi/v1/txt2img", sdxl_request(motion_module_file(host, kind))))
     assert len(frames) == FRAMES
     assert frames[0].shape == (SIZE, SIZE, 3)
 
 
 @pytest.mark.parametrize("model", ["", SDXL_ADAPTER_FILE], ids=["training-free", "sdxl-adapter"])
 @pytest.mark.parametrize("kind", MOTION_MODULES)
-def test_sdxl_video_starts_with_the_image(webui, kind, model, image, reference_frame_zero):
+def test_sdxl_video_starts_with_the_image(host, webui, kind, model, image, reference_frame_zero):
     i2v = {"enable": True, "model": model}
-    response = timed_post(webui, "/sdapi/v1/img2img", sdxl_request(motion_module_file(kind), image, i2v))
+    response = timed_post(webui, "/sdapi/v1/img2img", sdxl_request(motion_module_file(host, kind), image, i2v))
     frames = video_frames(response)
     assert len(frames) == FRAMES
     check_frame_zero(f"{kind}, {model or 'training-free'}", frames[0], reference_frame_zero)
@@ -128,9 +149,10 @@ def test_sdxl_video_starts_with_the_image(webui, kind, model, image, reference_f
     assert f"I2V-Adapter model: {model}" in response.json()["info"] or not model
 
 
-def test_sd15_adapter_with_sdxl_is_refused_naming_both(webui, image):
+def test_sd15_adapter_with_sdxl_is_refused_naming_both(host, webui, image):
     i2v = {"enable": True, "model": ADAPTER_FILE}
-    response = webui.post("/sdapi/v1/img2img", sdxl_request(motion_module_file("AnimateDiff-SDXL"), image, i2v))
+    response = webui.post("/sdapi/v1/img2img",
+                          sdxl_request(motion_module_file(host, "AnimateDiff-SDXL"), image, i2v))
     assert response.status_code == 422, response.text[:300]
     detail = response.json()["detail"]
     print(f"refused: {detail}")
