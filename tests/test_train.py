@@ -193,7 +193,7 @@ def test_resume_continues_the_same_loss_curve(train_files, trained):
 
 def test_frame_zero_is_fed_clean_and_takes_no_part_in_the_loss(train_files):
     from i2v_adapter.train.clips import list_clips
-    from i2v_adapter.train.conditioning import load_conditioning
+    from i2v_adapter.pipeline.text_conditioning import TextConditioning
     from i2v_adapter.train.data import ClipSamples, collate_samples
     from i2v_adapter.train.recipe.model import FirstFrameAdapter, TrainingHooks
     from i2v_adapter.train.recipe.objective import encode_video, make_noise_scheduler
@@ -209,7 +209,7 @@ def test_frame_zero_is_fed_clean_and_takes_no_part_in_the_loss(train_files):
     handle = parts.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     try:
         with TrainingHooks(parts.unet, adapter, TRAIN_FRAMES):
-            conditioning = load_conditioning(parts, str(train_files["checkpoint"]), TRAIN_SIZE)
+            conditioning = TextConditioning.of_parts(parts, (TRAIN_SIZE, TRAIN_SIZE))
             computed = batch_loss(adapter, parts, conditioning, batch, make_noise_scheduler(), 3, 0.0, 0.0, "cpu",
                                   torch.float32)
             grads = []
@@ -294,50 +294,6 @@ def test_bad_settings_are_one_sentence(train_files, tmp_path):
         tiny_settings(train_files, tmp_path / "a.safetensors", frames=1)
     with pytest.raises(ValueError, match="must end in .safetensors"):
         tiny_settings(train_files, tmp_path / "a.pth")
-
-
-def write_tiny_sdxl_folder(folder: Path) -> Path:
-    """SDXL's layout at tiny widths: text_time embedding, two text encoders side by side, deeper transformers."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    import models
-    from test_pipeline import write_tokenizer
-
-    write_tiny_diffusers_folder(folder)  # VAE and the first encoder; the UNet is replaced below
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2), attention_head_dim=4, cross_attention_dim=48, norm_num_groups=8,
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 16)
-    models.fill_zero_initialised(unet, 0).save_pretrained(folder / "unet")
-    tokenizer = write_tokenizer(folder / "tokenizer_2")
-    torch.manual_seed(3)
-    CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, projection_dim=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, bos_token_id=0, eos_token_id=1,
-        pad_token_id=1)).save_pretrained(folder / "text_encoder_2")
-    assert CLIPTextModel.from_pretrained(folder / "text_encoder").config.hidden_size + 16 == 48
-    return folder
-
-
-def test_sdxl_layout_trains_with_both_text_encoders_and_size_ids(train_files, trained):
-    from i2v_adapter.train.loop import train
-
-    checkpoint = write_tiny_sdxl_folder(train_files["root"] / "tiny-sdxl")
-    out = train_files["root"] / "sdxl" / "adapter.safetensors"
-    settings = tiny_settings(train_files, out, checkpoint=str(checkpoint), steps=3, validate_every=3)
-    with pytest.raises(ValueError, match="does not fit this run"):  # the SD1.5-layout run's checkpoint
-        train(replace(settings, resume=str(trained[0].checkpoints_folder)))
-    result = train(settings)
-    assert len(result.losses) == 3 and all(np.isfinite(result.losses))
-    assert result.validation_videos == []  # the generate pipeline has no SDXL sampling: skipped with a note
-    weights = load_adapter_weights(out)
-    # Two transformer layers per attention block, as SDXL's deeper blocks: every one adapted.
-    assert len(weights.layers) == 12 and "input_blocks.4.1.transformer_blocks.1.attn1" in weights.layers
-    assert all(layer.out_weight.abs().max() > 0 for layer in weights.layers.values())
 
 
 def test_late_clips_are_reached_by_seeking_and_match_a_full_decode(tmp_path, monkeypatch):

@@ -13,8 +13,9 @@ from ..image_input import to_rgb8
 from ..layout import FrameLayout
 from .ip_adapter import encode_ip_image
 from .loading import ModelParts
-from .sampling import SamplingSettings, context_windows, decode_latents, encode_image, encode_prompts, \
-    make_scheduler, sample_video_latents
+from .sampling import SamplingSettings, context_windows, decode_latents, encode_image, make_scheduler, \
+    sample_video_latents
+from .text_conditioning import TextConditioning
 
 OFFICIAL_SHORT_SIDE = 512
 OFFICIAL_MULTIPLE = 64
@@ -64,6 +65,8 @@ class GenerationResult:
 
 def move_parts(parts: ModelParts, device: torch.device, dtype: torch.dtype) -> None:
     modules = [parts.unet, parts.vae, parts.text_encoder]
+    if parts.second_text is not None:
+        modules.append(parts.second_text[1])
     if parts.ip_adapter is not None:
         modules.append(parts.ip_adapter.encoder.model)
     for module in modules:
@@ -82,8 +85,10 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
         settings = replace(settings, context_length=parts.motion_max_frames)
     windows = context_windows(settings.frames, settings.context_length, settings.context_overlap)
 
-    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, request.prompt, request.negative_prompt,
-                                device, dtype)
+    # SD1.5: CLIP's last hidden states; SDXL: both encoders, with pooled embeds and size ids as added conditioning.
+    width, height = request.image.size
+    embeddings, added_cond = TextConditioning.of_parts(parts).encode(
+        [request.negative_prompt, request.prompt], device, dtype, size=(height, width))
     z0 = encode_image(parts.vae, request.image, device, dtype)
     use_hooks = request.adapter is not None or request.training_free
     layout = FrameLayout(len(windows[0]), 0, keep_reference=len(windows) > 1) if use_hooks else None
@@ -98,7 +103,7 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
         if use_hooks:
             patches.enter_context(FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale))
         latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler), z0, embeddings, settings,
-                                       layout, progress, image_embeds)
+                                       layout, progress, image_embeds, added_cond)
     frames = decode_latents(parts.vae, latents)
     if request.color_match:
         frames = match_video_colors(frames)

@@ -1,12 +1,12 @@
 """Load the parts of a text-to-video model from local files (or, if asked, a hub id).
 
-Base model: a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``; plain or fp16-variant
-weights), a single-file SD1.5 checkpoint (``single_file``; its tokenizer from ``tokenizer_dir`` or else the
-hub cache), or a hub id. Only a hub id and a missing tokenizer touch the network. Motion module: the
-original AnimateDiff layout, a diffusers ``MotionAdapter`` file, or the official ipplus whole-UNet file,
-whose spatial UNet tensors then replace the base UNet's and whose IP-Adapter K/V serve the IP-Adapter (its
-image projection comes from an h94 file, as in the official code). Optional IP-Adapter: an h94 file and a
-CLIP vision model folder.
+Base model: a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, and for SDXL
+``text_encoder_2/``, ``tokenizer_2/``; plain or fp16-variant weights), a single-file SD1.5 checkpoint
+(``single_file``; its tokenizer from ``tokenizer_dir`` or else the hub cache), or a hub id. Only a hub id
+and a missing tokenizer touch the network. Motion module: the original AnimateDiff layout, a diffusers
+``MotionAdapter`` file, or the official ipplus whole-UNet file, whose spatial UNet tensors then replace the
+base UNet's and whose IP-Adapter K/V serve the IP-Adapter (its image projection comes from an h94 file, as in
+the official code). Optional IP-Adapter: an h94 file and a CLIP vision model folder.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, chec
 from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
     strip_prefixes
 from .single_file import load_single_file
+from .text_conditioning import is_sdxl, load_second_text_encoder
 
 # Keys of an ipplus file that are not plain UNet2DConditionModel tensors.
 _IP_KV = (".attn2.to_k_ip.", ".attn2.to_v_ip.")
@@ -41,6 +42,7 @@ class ModelParts:
     # What the loader did and did not use, for the user: e.g. where the IP-Adapter K/V came from.
     notes: list[str] = field(default_factory=list)
     ip_adapter: IPAdapterParts | None = None
+    second_text: tuple | None = None   # SDXL's (tokenizer_2, text_encoder_2)
 
 
 def _is_hub_id(text: str) -> bool:
@@ -164,6 +166,10 @@ def load_model_parts(checkpoint: str, motion_module: str, tokenizer_dir: str | N
         encoder = load_image_encoder(image_encoder)
         check_encoder_fits(ip_weights, encoder)
     unet2d, vae, text_encoder, tokenizer = load_base_model(checkpoint, tokenizer_dir)
+    second_text = None
+    if is_sdxl(unet2d):
+        second_text = load_second_text_encoder(checkpoint, _weights_variant(Path(checkpoint) / "text_encoder_2"))
     unet, max_frames, notes = load_motion_unet(unet2d, motion_tensors, motion_heads, motion_norm_groups)
     ip_parts = IPAdapterParts(ip_weights, encoder, IPAdapterPatch(unet, ip_weights)) if encoder else None
-    return ModelParts(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, max_frames, notes + ip_notes, ip_parts)
+    return ModelParts(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, max_frames, notes + ip_notes, ip_parts,
+                      second_text)

@@ -131,19 +131,31 @@ def initial_latents(z0: torch.Tensor, settings: SamplingSettings, scheduler, t_s
 # ---------------------------------------------------------------- context windows
 
 
+def _guided_rows(added_cond: dict, use_cfg: bool) -> dict:
+    """``[uncond, cond]`` rows of each added condition, or only the cond row without CFG."""
+    def rows(value):
+        return value if use_cfg else value[1:]
+
+    return {name: [rows(item) for item in value] if isinstance(value, list) else rows(value)
+            for name, value in added_cond.items()}
+
+
 def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, guidance: float,
                   windows: list[list[int]], layout: FrameLayout | None,
-                  image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                  image_embeds: torch.Tensor | None = None, added_cond: dict | None = None) -> torch.Tensor:
     """CFG noise prediction for all frames, window by window, averaged where windows overlap.
 
     ``model_input``: (1, C, F, h, w). With CFG the UNet batch is [uncond, cond]. ``image_embeds``:
     ``[uncond, cond]`` IP-Adapter image features (one row per batch item; the UNet repeats them per frame).
+    ``added_cond``: further ``added_cond_kwargs`` with ``[uncond, cond]`` rows (SDXL's ``text_embeds`` and
+    ``time_ids``), repeated per frame by the UNet like the image features.
     """
     use_cfg = guidance > 1.0  # as diffusers and the official code: at 1 or below the uncond half is not run
     context = embeddings if use_cfg else embeddings[1:]
-    extra = {}
+    added = dict(added_cond or {})
     if image_embeds is not None:
-        extra["added_cond_kwargs"] = {"image_embeds": [image_embeds if use_cfg else image_embeds[1:]]}
+        added["image_embeds"] = [image_embeds]
+    extra = {"added_cond_kwargs": _guided_rows(added, use_cfg)} if added else {}
     total = torch.zeros_like(model_input)
     counts = torch.zeros(model_input.shape[2], device=model_input.device, dtype=model_input.dtype)
     for window in windows:
@@ -164,12 +176,13 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
 
 def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Tensor, settings: SamplingSettings,
                          layout: FrameLayout | None = None, progress=None,
-                         image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                         image_embeds: torch.Tensor | None = None, added_cond: dict | None = None) -> torch.Tensor:
     """Run the loop; returns (1, C, F, h, w) latents whose frame 0 is exactly z0.
 
     ``layout``: the :class:`FrameLayout` the installed :class:`FirstFrameHooks` read (None without hooks).
     ``progress``: a callable wrapping the timestep iterable (e.g. tqdm).
     ``image_embeds``: IP-Adapter image features, with an installed ``IPAdapterPatch``.
+    ``added_cond``: SDXL's added conditioning, ``[uncond, cond]`` rows (see :func:`predict_noise`).
     """
     generator = torch.Generator().manual_seed(settings.seed)
     timesteps = truncated_timesteps(scheduler, settings.steps, settings.t0, z0.device)
@@ -186,7 +199,7 @@ def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Te
         model_input[:, :, :1] = clean
         with torch.no_grad():
             noise = predict_noise(unet, model_input, t, embeddings, settings.guidance, windows, layout,
-                                  image_embeds)
+                                  image_embeds, added_cond)
         # Frame 0 is never stepped: the scheduler only ever sees frames 1.. (multistep state included).
         stepped = scheduler.step(noise[:, :, 1:], t, latents[:, :, 1:], generator=step_generator).prev_sample
         latents = torch.cat([clean, stepped.to(latents.dtype)], dim=2)

@@ -76,14 +76,16 @@ def run_train(args) -> int:
     result = train(settings)
     if result.main_process:
         losses = result.losses
-        first = sum(losses[:10]) / len(losses[:10]) if losses else float("nan")
-        last = sum(losses[-10:]) / len(losses[-10:]) if losses else float("nan")
+        # Ten steps each end, fewer in a short run so that the two averages never share a step.
+        window = max(1, min(10, len(losses) // 2))
+        first = sum(losses[:window]) / window if losses else float("nan")
+        last = sum(losses[-window:]) / window if losses else float("nan")
         extra = f", {len(result.skipped)} videos skipped" if result.skipped else ""
         if result.peak_memory_bytes is not None:
             extra += f", peak GPU memory {result.peak_memory_bytes / 2 ** 30:.1f} GiB"
         print(f"wrote {result.out}: {result.layers} layers, {result.parameters:,} parameters, steps "
               f"{result.first_step}..{result.first_step + len(losses)}, loss {first:.4f} -> {last:.4f} "
-              f"(first/last 10 steps), {result.samples_per_second:.2f} samples/s{extra}")
+              f"(first/last {window} steps), {result.samples_per_second:.2f} samples/s{extra}")
     sys.stdout.flush()
     return 0
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from ..pipeline.text_conditioning import TextConditioning
 from .checkpoints import load_checkpoint, save_checkpoint, write_adapter
 from .clips import ClipList, list_clips
-from .conditioning import is_sdxl, load_conditioning
 from .data import ClipSamples, require_a_usable_clip, sample_loader
 from .decode import choose_decoder, frame_span
 from .frozen import branches_off, branches_on, freeze, load_frozen
@@ -70,10 +70,7 @@ def _prepare(settings: TrainSettings, accelerator, listed: ClipList, decoder: st
         validation, clips = choose_validation_input(settings, clips, decoder)
     notes: list[str] = []
     parts = load_frozen(settings, notes)
-    conditioning = load_conditioning(parts, settings.checkpoint, settings.resolution)
-    if validation is not None and is_sdxl(parts.unet):
-        notes.append("no validation videos: the generate pipeline samples SD1.5-style models only")
-        validation, clips = None, listed.clips
+    conditioning = TextConditioning.of_parts(parts, (settings.resolution, settings.resolution))
     for note in notes:
         say(accelerator, f"note: {note}")
     adapter = FirstFrameAdapter(parts.unet)  # before the cast: to_q_ff copies the full-precision to_q
