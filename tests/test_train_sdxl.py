@@ -135,3 +135,17 @@ def test_generate_takes_an_sdxl_folder(train_files, sdxl_folder, tmp_path, capsy
         (lacking / part).rmdir()
     assert generate_sdxl(train_files, lacking, image, tmp_path / "none", "--training-free") == 1
     assert "needs its diffusers folder (text_encoder_2/ and tokenizer_2/" in capsys.readouterr().err
+
+
+def test_motion_unet_keeps_every_base_tensor_sdxl_embedding_included(train_files, sdxl_folder):  # noqa: F811
+    """Every tensor of the base UNet reaches the motion UNet unchanged, SDXL's add_embedding (pooled text and size
+    ids) too, which diffusers' block-by-block copy leaves at its random init; the base's tensors are not copied."""
+    from diffusers import UNet2DConditionModel
+
+    from i2v_adapter.pipeline.loading import load_model_parts
+
+    base = UNet2DConditionModel.from_pretrained(sdxl_folder / "unet").state_dict()
+    motion = load_model_parts(str(sdxl_folder), str(train_files["motion_module"]), **TINY_MOTION).unet.state_dict()
+    assert "add_embedding.linear_1.weight" in base
+    assert [key for key, tensor in base.items() if not torch.equal(motion[key], tensor)] == []
+    assert len(motion) > len(base)  # and the motion module's

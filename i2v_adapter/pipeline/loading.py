@@ -142,8 +142,12 @@ def load_motion_unet(unet2d: torch.nn.Module, motion_module, heads: int = DEFAUL
     if any(not is_motion_key(key) for key in tensors):
         notes = apply_ipplus_unet(unet2d, tensors)
     adapter = motion_adapter_from_state_dict(tensors, heads, norm_groups)
-    with _diffusers_errors_only():
-        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    # diffusers' from_unet2d copies block by block into a second full-size model (twice the UNet's memory while
+    # loading) and leaves SDXL's add_embedding (pooled text and size ids) at its random init. So: an empty
+    # model, given the 2D UNet's own tensors and the motion module's, every key checked.
+    with torch.device("meta"), _diffusers_errors_only():
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
+    unet.load_state_dict({**unet2d.state_dict(), **adapter.state_dict()}, strict=True, assign=True)
     return unet, adapter.config.motion_max_seq_length, notes
 
 
