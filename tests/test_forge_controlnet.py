@@ -115,6 +115,20 @@ def test_ip_adapter_unit_takes_the_first_free_slot(fake_forge):
     assert p.script_args[1] is pose and not p.script_args[3].enabled
 
 
+@dataclass
+class Forge2ControlNetUnit(ControlNetUnit):  # Forge 2's unit also has the page's drawn foreground
+    image_fg: Any = None
+
+
+def test_forge2_units_get_the_picture_itself(fake_forge, monkeypatch):
+    monkeypatch.setattr(sys.modules["lib_controlnet"].external_code, "ControlNetUnit", Forge2ControlNetUnit)
+    p = processing([OFF, OFF, OFF])
+    controlnet.use_image_as_ip_adapter_content(p, IMAGE, 0.7, forge_controlnet.BUILTIN)
+    unit = p.script_args[1]
+    assert isinstance(unit, Forge2ControlNetUnit) and unit.module == "CLIP-ViT-H (IPAdapter)"
+    assert isinstance(unit.image, np.ndarray) and unit.image.shape == (16, 24, 3) and (unit.image == 90).all()
+
+
 def test_an_ip_adapter_unit_without_image_is_filled_not_duplicated(fake_forge):
     mine = ControlNetUnit(enabled=True, module="CLIP-ViT-H (IPAdapter)", model=MODELS[2], weight=0.5)
     p = processing([OFF, mine, OFF])

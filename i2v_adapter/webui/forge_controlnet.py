@@ -84,7 +84,12 @@ class BuiltinControlNet(ControlNetHost):
         return unit.image is None and unit.input_mode.name == "SIMPLE"
 
     def give_image(self, unit, pixels):
-        unit.image = {"image": pixels, "mask": np.zeros_like(pixels)}
+        # Forge 2's unit holds the picture itself (its page passes a drawn foreground apart, as image_fg);
+        # the gradio 3 Forges' holds the sketch tool's pair. Forge 2 reads the pair as a picture and fails.
+        if hasattr(unit, "image_fg"):
+            unit.image = pixels
+        else:
+            unit.image = {"image": pixels, "mask": np.zeros_like(pixels)}
 
     def new_ip_adapter_unit(self, module, model, pixels, weight):
         unit = _external_code().ControlNetUnit(enabled=True, module=module, model=model, weight=weight)
