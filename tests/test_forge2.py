@@ -11,7 +11,7 @@ from i2v_adapter.layout import FrameLayout
 from i2v_adapter.motion import animatediff_sigmas, context_windows
 from i2v_adapter.params import I2VParams, ParamsError
 from i2v_adapter.webui import forge2_motion
-from i2v_adapter.webui.forge2_params import MotionParams, split_arguments
+from i2v_adapter.webui.forge2_params import MotionParams, formats_from_infotext, split_arguments
 from i2v_adapter.webui.forge2_video import write_outputs
 from i2v_adapter.webui.forge2_windows import window_wrapper
 
@@ -55,7 +55,11 @@ def test_bad_video_settings_are_one_sentence(values, message):
 def test_video_settings_go_to_the_infotext():
     entries = MotionParams(motion_module="mm.ckpt", frames=24).infotext()
     assert entries["I2V-Adapter frames"] == "24" and entries["I2V-Adapter motion module"] == "mm.ckpt"
-    assert "I2V-Adapter formats" not in entries
+    assert entries["I2V-Adapter formats"] == "GIF"
+    entries = MotionParams(formats=("MP4", "PNG")).infotext()
+    assert entries["I2V-Adapter formats"] == "MP4, PNG"
+    assert formats_from_infotext(entries) == ["MP4", "PNG"]
+    assert formats_from_infotext({}) is None and formats_from_infotext({"I2V-Adapter formats": "AVI"}) is None
 
 
 # -- windows ------------------------------------------------------------------------------------------
@@ -217,3 +221,19 @@ def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
     assert all(isinstance(item, str) for item in processed.images[1:3]) and processed.images[3] is pictures[0]
     assert processed.infotexts[1:3] == ["info 0", "info 3"]
     assert Image.open(written[2]).info["comment"] == b"info 3"
+
+
+def test_an_xyz_plot_cell_keeps_its_first_picture_first(tmp_path, monkeypatch):
+    from i2v_adapter.webui import forge2_video, xyz
+
+    monkeypatch.setattr(forge2_video, "output_folder", lambda p: tmp_path)
+    plot, other = (SimpleNamespace(title=lambda name=name: name) for name in ("X/Y/Z plot", "Prompt matrix"))
+    runner = SimpleNamespace(selectable_scripts=[other, plot])
+    assert xyz.in_xyz_plot(SimpleNamespace(scripts=runner, script_args=(2, "x", 1)))
+    assert not xyz.in_xyz_plot(SimpleNamespace(scripts=runner, script_args=(1, "x", 1)))
+    assert not xyz.in_xyz_plot(SimpleNamespace(scripts=runner, script_args=(0, True)))
+    assert not xyz.in_xyz_plot(SimpleNamespace())
+    pictures = [Image.new("RGB", (8, 8), (30 * i, 0, 0)) for i in range(3)]
+    processed = SimpleNamespace(images=list(pictures), infotexts=["info"] * 3, all_seeds=[5])
+    forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3, ("GIF",), 8, videos_last=True)
+    assert processed.images[:3] == pictures and isinstance(processed.images[3], str) and len(processed.infotexts) == 4

@@ -82,3 +82,54 @@ def test_page_loads_and_the_panel_opens_without_console_errors(settings, port, t
             assert errors == []
         finally:
             driver.quit()
+
+
+def test_forge2_infotext_pastes_the_motion_fields_back(tmp_path):
+    """A video's infotext in the prompt box, the paste button: the panel opens with the video's motion settings."""
+    root = os.environ.get("I2V_NEW_FORGE_DIR")
+    if not root:
+        pytest.skip("I2V_NEW_FORGE_DIR is not set")
+    import json
+
+    import webui_server
+    from webui_browser import Page, start_browser
+    from webui_requests import ADAPTER_FILE, SIZE, first_file, test_image, write_test_adapter
+
+    write_test_adapter(Path(root))
+    module = first_file(Path(root) / "models" / "AnimateDiff", "*v3*.safetensors").name
+    settings = {"enable": True, "model": ADAPTER_FILE, "motion_module": module, "frames": 6, "fps": 12,
+                "context_length": 4, "context_overlap": 1, "formats": ["MP4", "PNG"]}
+    body = {"prompt": "a cat", "steps": 2, "width": SIZE, "height": SIZE, "sampler_name": "Euler", "seed": 1,
+            "init_images": [webui_server.encode_png(test_image())],
+            "alwayson_scripts": {"I2V-Adapter": {"args": [settings]}}}
+    with webui_server.running(Path(root), "I2V_NEW_FORGE", 7872, tmp_path / "forge.log", forge=True) as server:
+        response = server.post("/sdapi/v1/img2img", body)
+        assert response.status_code == 200, response.text[:300]
+        infotext = json.loads(response.json()["info"])["infotexts"][0]
+        print(f"\ninfotext: {infotext}")
+        driver = start_browser()
+        try:
+            page = Page(driver, server.url)
+            page.open()
+            page.script("switch_to_img2img();")
+            page.set_value("#img2img_prompt textarea", infotext)
+            page.click("#img2img_tools #paste")
+            frames = "#img2img_i2v_adapter_frames input[type=number]"
+            page.wait_for(lambda: page.script("return gradioApp().querySelector(arguments[0]).value;", frames) == "6",
+                          60, "frames were not pasted")
+            pasted = {name: page.script("return gradioApp().querySelector(arguments[0]).value;",
+                                        f"#img2img_i2v_adapter_{name} input[type=number]")
+                      for name in ("frames", "fps", "context_length", "context_overlap")}
+            pasted["motion_module"] = page.script("return gradioApp().querySelector(arguments[0]).value;",
+                                                  "#img2img_i2v_adapter_motion_module input")
+            pasted["formats"] = page.script(
+                "return Array.from(gradioApp().querySelectorAll('#img2img_i2v_adapter_formats label'))"
+                ".filter(function(l) { return l.querySelector('input').checked; })"
+                ".map(function(l) { return l.textContent.trim(); });")
+            pasted["enable"] = page.checked("#img2img_i2v_adapter_enable-visible-checkbox")
+            print(f"pasted: {pasted}")
+            assert pasted == {"frames": "6", "fps": "12", "context_length": "4", "context_overlap": "1",
+                              "motion_module": module, "formats": ["MP4", "PNG"], "enable": True}
+            assert page.console_errors() == []
+        finally:
+            driver.quit()

@@ -27,7 +27,7 @@ class MotionParams:
                                           help="Frames per window for longer videos; 0: the motion module's limit."))
     context_overlap: int = _field(4, Knob("Context overlap", infotext="context overlap", minimum=0, maximum=31,
                                           step=1, help="Frames shared by neighbouring windows."))
-    formats: tuple = _field(("GIF",), Knob("Formats"))
+    formats: tuple = _field(("GIF",), Knob("Formats", infotext="formats"))
 
     def __post_init__(self):
         for f in fields(self):
@@ -55,12 +55,24 @@ class MotionParams:
         for f in fields(self):
             key = f.metadata["knob"].infotext
             if key is not None:
-                entries[f"{INFOTEXT_PREFIX} {key}"] = str(getattr(self, f.name))
+                value = getattr(self, f.name)
+                entries[f"{INFOTEXT_PREFIX} {key}"] = ", ".join(value) if isinstance(value, tuple) else str(value)
         return entries
 
     @classmethod
     def knob(cls, name: str) -> Knob:
         return next(f.metadata["knob"] for f in fields(cls) if f.name == name)
+
+
+def formats_from_infotext(entries: dict) -> list[str] | None:
+    """The formats an infotext names (the WebUI hands back "GIF, PNG" unquoted), or None if it names none."""
+    text = entries.get(f"{INFOTEXT_PREFIX} {MotionParams.knob('formats').infotext}")
+    if text is None:
+        return None
+    try:
+        return list(_convert("formats", (), text))
+    except ParamsError:
+        return None
 
 
 def _convert(name: str, default, value):

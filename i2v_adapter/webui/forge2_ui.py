@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..params import INFOTEXT_PREFIX
 from . import forge2_motion
-from .forge2_params import FORMATS, MotionParams
+from .forge2_params import FORMATS, MotionParams, formats_from_infotext
 
 HINT = ("This Forge has no AnimateDiff: I2V-Adapter brings its own. Choose an AnimateDiff SD1.5 motion module "
         "(v1, v2 or v3) from models/AnimateDiff; videos longer than the context length are made in overlapping windows.")
@@ -55,6 +55,8 @@ class MotionSection:
         entries = []
         for f in fields(MotionParams):
             key = f.metadata["knob"].infotext
-            if key is not None:
+            if f.name == "formats":  # a list for the checkboxes, not the infotext's text
+                entries.append((self.formats, formats_from_infotext))
+            elif key is not None:
                 entries.append((getattr(self, f.name), f"{INFOTEXT_PREFIX} {key}"))
         return entries
