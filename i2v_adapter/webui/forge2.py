@@ -16,7 +16,7 @@ import torch
 
 from ..motion import MotionModuleError, check_unet_fits, context_windows
 from ..params import I2VParams, ParamsError
-from . import a1111, forge, forge2_motion, forge2_video, forge2_windows
+from . import a1111, forge, forge2_motion, forge2_video, forge2_windows, xyz
 from .animatediff import VideoGeometry
 from .forge2_params import MotionParams, split_arguments
 
@@ -127,7 +127,7 @@ class Forge2Generation(forge.ForgeGeneration):
 
     def write_video(self, processed) -> None:
         forge2_video.add_to_results(self.p, processed, self.geometry.frames, self.motion_params.formats,
-                                    self.motion_params.fps)
+                                    self.motion_params.fps, videos_last=xyz.in_xyz_plot(self.p))
 
 
 def encode_posterior_mean(p, image) -> torch.Tensor:

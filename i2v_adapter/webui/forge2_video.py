@@ -39,8 +39,9 @@ def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, formats, fp
     return [write_video(frames, folder / f"{stem}{SUFFIXES[name]}", fps=fps, comment=infotext) for name in order]
 
 
-def add_to_results(p, processed, frames: int, formats, fps: int) -> list[Path]:
-    """Write one video per ``frames`` pictures of ``processed`` (one per batch count) and list them first."""
+def add_to_results(p, processed, frames: int, formats, fps: int, videos_last: bool = False) -> list[Path]:
+    """Write one video per ``frames`` pictures of ``processed`` (one per batch count) and list them first, or
+    after the pictures with ``videos_last`` (an X/Y/Z plot cell: its grid takes the cell's first picture)."""
     start = getattr(processed, "index_of_first_image", 0)
     seeds = list(getattr(processed, "all_seeds", None) or [getattr(processed, "seed", 0)])
     shown, infotexts, written = [], [], []
@@ -60,7 +61,8 @@ def add_to_results(p, processed, frames: int, formats, fps: int) -> list[Path]:
     if not written:
         log.warning("I2V-Adapter: fewer than %d pictures came back, no video written", frames)
         return []
-    processed.images[start:start] = shown
-    processed.infotexts[start:start] = infotexts
+    for results, entries in ((processed.images, shown), (processed.infotexts, infotexts)):
+        at = len(results) if videos_last else start
+        results[at:at] = entries
     log.info("I2V-Adapter: wrote %s", ", ".join(str(path) for path in written))
     return written

@@ -1,4 +1,4 @@
-"""X/Y/Z plot axes for t0, p and scale."""
+"""X/Y/Z plot axes for t0, p and scale, and whether a generation is one cell of such a plot."""
 from __future__ import annotations
 
 AXES = {"t0": "[I2V-Adapter] t0", "p": "[I2V-Adapter] p", "scale": "[I2V-Adapter] scale"}
@@ -26,3 +26,16 @@ def add_axes():
     for name, label in AXES.items():
         if label not in known:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(label, float, _apply(name)))
+
+
+def in_xyz_plot(p) -> bool:
+    """Whether ``p`` runs as a cell of the X/Y/Z plot script, which builds its grid from each cell's first picture.
+
+    The WebUI keeps the chosen script's number (1-based; 0: none) first in ``p.script_args``.
+    """
+    try:
+        chosen = int(p.script_args[0])
+        script = p.scripts.selectable_scripts[chosen - 1] if chosen > 0 else None
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return False
+    return script is not None and script.title().lower() == "x/y/z plot"
