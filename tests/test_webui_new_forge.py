@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, check_frame_zero, check_long_video,
                             check_video_starts_with_the_image, decoded_first_frame, first_file,
                             leaves_the_webui_as_before, level_difference, test_image, video_frames,
@@ -158,6 +158,52 @@ def test_v1_motion_module_with_group_norm_over_frames(server, reference_frame_ze
     check_frame_zero("img2img, v1", frames[0], reference_frame_zero)
 
 
+def test_the_motion_module_inside_an_ipplus_file(server, reference_frame_zero):
+    # A whole 3D UNet as animatediff_v15_v1_ipplus.pth: spatial UNet, IP-Adapter K/V, adapter and v1 motion tensors.
+    import torch
+
+    folder = Path(NEW_FORGE) / "models" / "AnimateDiff"
+    ipplus, v1 = first_file(folder, "*ipplus*.pth"), first_file(folder, "*v1*.ckpt")
+    video = video_frames(timed_post(server, "/sdapi/v1/img2img", video_request(ipplus.name)))
+    assert len(video) == FRAMES
+    check_frame_zero("ipplus motion module", video[0], reference_frame_zero)
+    assert max(level_difference(frame, video[0]) for frame in video[1:]) > 10
+    whole, alone = (torch.load(path, map_location="cpu", weights_only=True, mmap=True) for path in (ipplus, v1))
+    if all(key in whole and torch.equal(whole[key], tensor) for key, tensor in alone.items()):
+        # The same motion weights as the v1 file: the same video, bit for bit.
+        same = video_frames(server.post("/sdapi/v1/img2img", video_request(v1.name)))
+        print(f"ipplus vs the v1 file with its motion weights: {max(map(level_difference, video, same))} levels")
+        assert all(np.array_equal(a, b) for a, b in zip(video, same))
+
+
+def test_xyz_plot_over_the_adapter_scale(server):
+    import webui_server
+
+    choices = server.dropdown_choices("script_img2img_xyz_plot_x_type")
+    body = video_request(motion_file("*v3*.safetensors"), frames=4, formats=["GIF"])
+    body["script_name"] = "x/y/z plot"
+    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "0.2, 1", [], 0, "", [], 0, "", [],
+                           True, True, False, False, 0, 0, 0, 0, False]
+    folder = Path(NEW_FORGE) / "outputs" / "img2img-images" / "i2v-adapter"
+    before = set(folder.glob("*.gif"))
+    response = timed_post(server, "/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    scales = [re.search(r"I2V-Adapter scale: ([\d.]+)", text)[1] for text in infotexts[1:]]
+    print(f"X/Y/Z cells' scales: {scales}")
+    assert [float(scale) for scale in scales] == [0.2, 1.0]
+    # The grid and one picture per cell; each cell also wrote its own video.
+    images = [webui_server.decode_image(item) for item in response.json()["images"]]
+    print(f"X/Y/Z: {len(images)} images {[image.size for image in images]}")
+    assert images[0].size[0] > images[1].size[0] and len(images) == 3
+    gifs = sorted(set(folder.glob("*.gif")) - before)
+    cells = [[np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(Image.open(gif))] for gif in gifs]
+    print(f"X/Y/Z videos {[gif.name for gif in gifs]}: frame 1 differs by "
+          f"{level_difference(cells[0][1], cells[1][1])} levels")
+    assert len(cells) == 2 and len(cells[0]) == 4
+    assert np.array_equal(cells[0][0], cells[1][0]) and level_difference(cells[0][1], cells[1][1]) > 10
+
+
 def test_a_long_video_is_anchored_in_every_window(server, reference_frame_zero):
     body = video_request(motion_file("*v2*.safetensors"), frames=32, context_length=16, context_overlap=4)
     video = video_frames(timed_post(server, "/sdapi/v1/img2img", body))
@@ -227,6 +273,27 @@ def test_a_control_folder_lines_up_with_the_frames_of_each_window(server, pose_m
     info = json.loads(response.json()["info"])["infotexts"][0]
     print(f"ControlNet folder: {info[info.find('ControlNet 0'):][:160]}")
     assert "ControlNet 0" in info
+
+
+def test_image_as_ip_adapter_content(server, reference_frame_zero):
+    # Forge's IP-Adapter preprocessor reads models/ControlNetPreprocessor/CLIP-ViT-H-14.safetensors.
+    models = server.get("/controlnet/model_list").json()["model_list"]
+    ip_adapter = next((m for m in models if "ip-adapter" in m.lower() and "xl" not in m.lower()), None)
+    encoder = Path(NEW_FORGE) / "models" / "ControlNetPreprocessor" / "CLIP-ViT-H-14.safetensors"
+    if ip_adapter is None or not encoder.exists():
+        pytest.skip(f"needs an SD1.5 IP-Adapter model in models/ControlNet and {encoder.name}, found {models}")
+    module = motion_file("*v2*.safetensors")
+    plain = video_frames(server.post("/sdapi/v1/img2img", video_request(module)))
+    response = timed_post(server, "/sdapi/v1/img2img", video_request(module, ip_adapter=True, ip_adapter_weight=0.8))
+    frames = video_frames(response)
+    info = json.loads(response.json()["info"])["infotexts"][0]
+    changes = [level_difference(a, b) for a, b in zip(frames, plain)]
+    print(f"IP-Adapter: frame differences to the video without it {changes}; {info[info.find('ControlNet 0'):][:200]}")
+    assert len(frames) == FRAMES
+    check_frame_zero("IP-Adapter", frames[0], reference_frame_zero)
+    assert ip_adapter.split(" [")[0] in info and "CLIP-ViT-H (IPAdapter)" in info and "Weight: 0.8" in info
+    assert "I2V-Adapter IP-Adapter: True" in info
+    assert min(changes[1:]) > 10
 
 
 def test_an_exception_inside_sampling_fails_the_request_only(server):
