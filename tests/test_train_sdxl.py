@@ -149,3 +149,20 @@ def test_motion_unet_keeps_every_base_tensor_sdxl_embedding_included(train_files
     assert "add_embedding.linear_1.weight" in base
     assert [key for key, tensor in base.items() if not torch.equal(motion[key], tensor)] == []
     assert len(motion) > len(base)  # and the motion module's
+
+
+def test_noise_schedule_is_the_motion_modules(train_files, sdxl_folder):  # noqa: F811
+    """AnimateDiff-SDXL: scaled-linear betas up to 0.020 in training and sampling, as sd-webui-animatediff samples
+    it; SD1.5 motion modules: AnimateDiff's linear betas up to 0.012."""
+    from i2v_adapter.pipeline.loading import load_model_parts
+    from i2v_adapter.pipeline.sampling import make_scheduler
+    from i2v_adapter.train.recipe.objective import make_noise_scheduler
+
+    expected = {
+        sdxl_folder: torch.cumprod(1 - torch.linspace(0.00085 ** 0.5, 0.020 ** 0.5, 1000) ** 2, 0),
+        train_files["checkpoint"]: torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000), 0),
+    }
+    for checkpoint, alphas_cumprod in expected.items():
+        betas = load_model_parts(str(checkpoint), str(train_files["motion_module"]), **TINY_MOTION).betas
+        for scheduler in (make_noise_scheduler(betas), make_scheduler("ddim", betas), make_scheduler("euler", betas)):
+            torch.testing.assert_close(scheduler.alphas_cumprod, alphas_cumprod, rtol=1e-5, atol=1e-6)

@@ -3,15 +3,29 @@
 SD1.5 itself uses "scaled linear" betas (linspace of square roots, squared); AnimateDiff trained its SD1.5
 motion modules with plain linear betas from 0.00085 to 0.012 over 1000 steps, which ends noisier
 (sigma_max about 25 instead of 14.6). diffusers calls it ``beta_schedule="linear"``; ldm and Forge call the
-same thing ``sqrt_linear``.
+same thing ``sqrt_linear``. AnimateDiff-SDXL was trained on scaled-linear betas up to 0.020, which
+sd-webui-animatediff sets for it (HotShot-XL keeps the linear ones).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 BETA_START = 0.00085
 BETA_END = 0.012
 TRAIN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    kind: str      # diffusers' ``beta_schedule``
+    start: float
+    end: float
+
+
+ANIMATEDIFF_BETAS = BetaSchedule("linear", BETA_START, BETA_END)
+ANIMATEDIFF_SDXL_BETAS = BetaSchedule("scaled_linear", BETA_START, 0.020)
 
 
 def _alphas_cumprod() -> torch.Tensor:

@@ -102,7 +102,7 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
             image_embeds = encode_ip_image(ip_adapter.encoder, ip_adapter.weights.variant, request.image, device, dtype)
         if use_hooks:
             patches.enter_context(FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale))
-        latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler), z0, embeddings, settings,
+        latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler, parts.betas), z0, embeddings, settings,
                                        layout, progress, image_embeds, added_cond)
     frames = decode_latents(parts.vae, latents)
     if request.color_match:

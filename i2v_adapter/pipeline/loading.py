@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..motion.schedule import ANIMATEDIFF_BETAS, BetaSchedule
 from ..weights.adapter import WeightsError
 from ..weights.ip_adapter import IPLayerKV, ipplus_layer_kv, read_ip_adapter_file
 from ..weights.reading import read_file
@@ -23,7 +24,7 @@ from .hub_files import CLIP_TOKENIZER, fetch
 from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, check_ip_arguments, choose_ip_adapter, \
     load_image_encoder
 from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
-    strip_prefixes
+    motion_betas, strip_prefixes
 from .single_file import load_single_file
 from .text_conditioning import is_sdxl, load_second_text_encoder
 
@@ -43,6 +44,7 @@ class ModelParts:
     notes: list[str] = field(default_factory=list)
     ip_adapter: IPAdapterParts | None = None
     second_text: tuple | None = None   # SDXL's (tokenizer_2, text_encoder_2)
+    betas: BetaSchedule = ANIMATEDIFF_BETAS  # the noise schedule the motion module was trained with
 
 
 def _is_hub_id(text: str) -> bool:
@@ -176,4 +178,4 @@ def load_model_parts(checkpoint: str, motion_module: str, tokenizer_dir: str | N
     unet, max_frames, notes = load_motion_unet(unet2d, motion_tensors, motion_heads, motion_norm_groups)
     ip_parts = IPAdapterParts(ip_weights, encoder, IPAdapterPatch(unet, ip_weights)) if encoder else None
     return ModelParts(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, max_frames, notes + ip_notes, ip_parts,
-                      second_text)
+                      second_text, motion_betas(motion_tensors, second_text is not None))

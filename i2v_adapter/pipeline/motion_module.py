@@ -12,7 +12,8 @@ import re
 
 import torch
 
-from ..motion.keys import ORIGINAL_TO_DIFFUSERS
+from ..motion.keys import HOTSHOT_PART, ORIGINAL_TO_DIFFUSERS
+from ..motion.schedule import ANIMATEDIFF_BETAS, ANIMATEDIFF_SDXL_BETAS, BetaSchedule
 from ..weights.adapter import WeightsError
 from ..weights.reading import strip_prefixes
 
@@ -108,3 +109,10 @@ def motion_adapter_from_state_dict(tensors: dict[str, torch.Tensor], heads: int 
         )
     adapter.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return adapter
+
+
+def motion_betas(tensors: dict, sdxl: bool) -> BetaSchedule:
+    """The betas a motion module was trained with: AnimateDiff-SDXL's scaled-linear ones on an SDXL base (unless
+    the file is HotShot-XL's), AnimateDiff's linear ones otherwise; as sd-webui-animatediff samples them."""
+    hotshot = any(HOTSHOT_PART in f".{strip_prefixes(key)}" for key in tensors)
+    return ANIMATEDIFF_SDXL_BETAS if sdxl and not hotshot else ANIMATEDIFF_BETAS

@@ -15,17 +15,16 @@ import numpy as np
 import torch
 
 from ..layout import FrameLayout, Window
-from ..motion.schedule import BETA_END, BETA_START
+from ..motion.schedule import ANIMATEDIFF_BETAS, BetaSchedule
 from ..motion.windows import context_windows
 from ..prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P, frame_similarity_prior
 
-# AnimateDiff / official I2V-Adapter noise schedule (diffusers' name for the plain linear betas).
-BETA_SCHEDULE = "linear"
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
 
 
-def make_scheduler(name: str = "ddim"):
-    """A diffusers scheduler with AnimateDiff's linear betas and ``steps_offset=1``."""
+def make_scheduler(name: str = "ddim", betas: BetaSchedule = ANIMATEDIFF_BETAS):
+    """A diffusers scheduler with the motion module's betas (AnimateDiff's linear ones unless told) and
+    ``steps_offset=1``."""
     from diffusers import (
         DDIMScheduler,
         DPMSolverMultistepScheduler,
@@ -33,7 +32,7 @@ def make_scheduler(name: str = "ddim"):
         EulerDiscreteScheduler,
     )
 
-    common = {"beta_start": BETA_START, "beta_end": BETA_END, "beta_schedule": BETA_SCHEDULE, "steps_offset": 1}
+    common = {"beta_start": betas.start, "beta_end": betas.end, "beta_schedule": betas.kind, "steps_offset": 1}
     if name == "ddim":
         return DDIMScheduler(clip_sample=False, **common)
     if name == "euler":

@@ -135,7 +135,7 @@ def _record_skipped(batch: dict, log: RunLog, result: TrainResult) -> None:
 
 def _train_steps(run: _Run, loader, start: int, log: RunLog, result: TrainResult) -> int:
     """The loop over micro-batches; returns the last optimizer step."""
-    accelerator, noise_scheduler = run.accelerator, make_noise_scheduler()
+    accelerator, noise_scheduler = run.accelerator, make_noise_scheduler(run.parts.betas)
     step, window, tick = start, [], time.perf_counter()
     for batch in loader:
         _record_skipped(batch, log, result)

@@ -1,7 +1,8 @@
 """What the adapter learns from: frame 0 clean, the other frames noised at one shared timestep, epsilon MSE
 on frames 1.. only, captions (and IP-Adapter tokens) dropped now and then for classifier-free guidance.
 
-The noise schedule is AnimateDiff's (linear betas 0.00085 to 0.012), the one the samplers use.
+The noise schedule is the motion module's (AnimateDiff's linear betas 0.00085 to 0.012; AnimateDiff-SDXL's
+scaled-linear ones to 0.020), the one the samplers use.
 """
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...pipeline.sampling import BETA_END, BETA_SCHEDULE, BETA_START
+from ...motion.schedule import ANIMATEDIFF_BETAS, BetaSchedule
 from ..data import sample_rng
 
 TRAIN_TIMESTEPS = 1000
 _NOISE, _DROPOUT = 1, 2  # purposes of a sample's random streams (0 is the data's)
 
 
-def make_noise_scheduler():
+def make_noise_scheduler(betas: BetaSchedule = ANIMATEDIFF_BETAS):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
-                         beta_schedule=BETA_SCHEDULE, prediction_type="epsilon")
+    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_start=betas.start, beta_end=betas.end,
+                         beta_schedule=betas.kind, prediction_type="epsilon")
 
 
 @dataclass
