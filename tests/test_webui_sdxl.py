@@ -7,9 +7,15 @@ modules are found in AnimateDiff's model folder by their release names: ``mm_sdx
 (AnimateDiff-SDXL) and ``hsxl_temporal_layers.*`` (HotShot-XL); a kind that is absent is skipped. Optional:
 the _PYTHON, _PORT and _ARGS variables of each WebUI, as for its other tests. SDXL in full precision needs
 about 17 GB of memory.
+
+Before the WebUI starts, the trainer runs a few steps on that checkpoint (as a diffusers folder built from it;
+the CLIP tokenizer from the Hugging Face cache) and AnimateDiff-SDXL, at 64 px and 2 frames (about 17 GB for a
+minute or two); its file is one of the adapters the videos are made with.
 """
+import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +52,7 @@ HOST_PARAMS = [pytest.param(host, id=name, marks=pytest.mark.skipif(
 
 SIZE = 128  # SDXL's three levels at 16x16, 8x8 and 4x4 latent pixels
 SDXL_ADAPTER_FILE = "i2v_test_sdxl_random.safetensors"
+TRAINED_SDXL_FILE = "i2v_test_sdxl_trained.safetensors"
 MOTION_MODULES = {"AnimateDiff-SDXL": "mm_sdxl_v10_beta.*", "HotShot-XL": "hsxl_temporal_layers.*"}
 
 
@@ -74,12 +81,40 @@ def host(request) -> Host:
 
 
 @pytest.fixture(scope="module")
-def webui(host, tmp_path_factory):
-    import webui_server
+def trained_sdxl(host, tmp_path_factory) -> Path:
+    """Three steps of the trainer on the WebUI's SDXL checkpoint and AnimateDiff-SDXL, where the WebUI looks."""
+    from sdxl_folder import build_sdxl_folder
+    from test_webui_trained_adapter import run_trainer, write_training_clips
+
+    from i2v_adapter.pipeline.hub_files import CLIP_TOKENIZER, fetch
 
     checkpoint = host.checkpoint()
     if not checkpoint.is_file():
         pytest.skip(f"no SDXL checkpoint at {checkpoint}")
+    root = tmp_path_factory.mktemp("trained-sdxl")
+    out = host.root / "models" / "I2V-Adapter" / TRAINED_SDXL_FILE
+    seconds = build_sdxl_folder(checkpoint, root / "sdxl", fetch([CLIP_TOKENIZER])[0])
+    try:
+        run = run_trainer([
+            "--data", write_training_clips(root / "clips"), "--checkpoint", root / "sdxl",
+            "--motion-module", host.root / "extensions" / "sd-webui-animatediff" / "model" /
+            motion_module_file(host, "AnimateDiff-SDXL"), "--out", out, "--checkpoints-dir", root / "checkpoints",
+            "--frames", 2, "--resolution", 64, "--stride", 2, "--steps", 3, "--learning-rate", 1e-3,
+            "--workers", 0], root / "train.log")
+    finally:
+        shutil.rmtree(root / "sdxl")  # 6.5 GB
+    losses = [json.loads(line)["loss"] for line in (root / "checkpoints" / "log.jsonl").open()]
+    print(f"diffusers folder from the checkpoint in {seconds['all']:.0f} s; trained in {run['seconds']:.0f} s "
+          f"(load included), losses {', '.join(f'{loss:.4f}' for loss in losses)}; {run['stdout'].strip()}")
+    assert "70 layers, 204,883,200 parameters, steps 0..3" in run["stdout"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def webui(host, trained_sdxl, tmp_path_factory):
+    import webui_server
+
+    checkpoint = host.checkpoint()
     write_sdxl_adapter(write_test_adapter(host.root))  # the SD1.5 one too, for the refusal
     webui_server.link_extension(host.root)
     args = [*shlex.split(os.environ.get(f"{host.settings}_ARGS", "")), "--ckpt", str(checkpoint)]
@@ -136,7 +171,8 @@ def test_plain_animatediff_sdxl_makes_a_video(host, webui, kind):
     assert frames[0].shape == (SIZE, SIZE, 3)
 
 
-@pytest.mark.parametrize("model", ["", SDXL_ADAPTER_FILE], ids=["training-free", "sdxl-adapter"])
+@pytest.mark.parametrize("model", ["", SDXL_ADAPTER_FILE, TRAINED_SDXL_FILE],
+                         ids=["training-free", "sdxl-adapter", "trained-sdxl-adapter"])
 @pytest.mark.parametrize("kind", MOTION_MODULES)
 def test_sdxl_video_starts_with_the_image(host, webui, kind, model, image, reference_frame_zero):
     i2v = {"enable": True, "model": model}
