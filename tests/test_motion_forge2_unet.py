@@ -115,3 +115,38 @@ def test_frames_come_from_each_call_not_from_a_global(unets):
     halves = [forge_call(forge, x[rows], t[rows], context[rows], modifiers, (chunk,), group_norm_wrapper())
               for chunk, rows in ((1, slice(0, FRAMES)), (0, slice(FRAMES, None)))]
     assert (together - torch.cat(halves)).abs().max() <= TOLERANCE
+
+
+def test_forges_memory_manager_lets_go_of_a_motion_module_the_cache_dropped(tmp_path, monkeypatch):
+    """Forge 2 keeps an entry for every model patcher it loaded: one patcher per module, released with it."""
+    from types import SimpleNamespace
+
+    _import_forge_unet()
+    monkeypatch.setattr(sys, "path", sys.path + [os.environ["I2V_NEW_FORGE_DIR"]])
+    from backend import memory_management
+
+    from i2v_adapter.webui import forge2_motion
+
+    files = {}
+    for version in ("v2", "v3"):
+        files[version] = tmp_path / f"mm_{version}.safetensors"
+        files[version].write_bytes(b"")
+    monkeypatch.setattr(forge2_motion, "load_motion_module", lambda path: mm.random_motion_module(Path(path).stem[3:]))
+    cpu = torch.device("cpu")
+    unet = SimpleNamespace(model=SimpleNamespace(computation_dtype=torch.float32), load_device=cpu,
+                           offload_device=cpu, add_block_inner_modifier=lambda modifier: None,
+                           set_group_norm_wrapper=lambda wrapper: None, extras=[])
+    unet.add_extra_model_patcher_during_sampling = unet.extras.append
+
+    def entries(module):
+        return [entry for entry in memory_management.current_loaded_models if entry.model.model is module]
+
+    first = forge2_motion.cached_motion_module(str(files["v2"]))
+    for _ in range(2):  # two samplings with the same module
+        forge2_motion.add_motion_module(unet, first)
+        memory_management.load_models_gpu(unet.extras[-1:])
+    assert unet.extras[0] is unet.extras[1] and len(entries(first)) == 1
+    second = forge2_motion.cached_motion_module(str(files["v3"]))
+    assert second is not first and entries(first) == []
+    forge2_motion._release(second)
+    forge2_motion._cache.clear()

@@ -63,6 +63,8 @@ def find(name: str) -> str:
 
 _cache: dict[str, tuple[float, MotionModule]] = {}
 _cache_lock = Lock()
+# The one ModelPatcher per cached module that Forge's memory manager knows it by (see add_motion_module).
+_patchers: dict[int, object] = {}
 
 
 def cached_motion_module(path: str) -> MotionModule:
@@ -71,6 +73,8 @@ def cached_motion_module(path: str) -> MotionModule:
     with _cache_lock:
         entry = _cache.get(path)
         if entry is None or entry[0] != stamp:
+            for _, old in _cache.values():
+                _release(old)
             _cache.clear()
             module = load_motion_module(path).eval().requires_grad_(False)
             _cache[path] = (stamp, module)
@@ -110,7 +114,28 @@ def add_motion_module(unet, module: MotionModule) -> None:
     unet.add_block_inner_modifier(block_inner_modifier(module.slots()))
     if module.groupnorm_across_frames:
         unet.set_group_norm_wrapper(group_norm_wrapper())
-    unet.add_extra_torch_module_during_sampling(module, cast_to_unet_dtype=False)
+    # One patcher per module, not a new one per sampling (what add_extra_torch_module_during_sampling makes):
+    # Forge 2 keeps an entry per patcher it ever loaded, and each entry would keep its module alive.
+    unet.add_extra_model_patcher_during_sampling(_patcher(unet, module))
+
+
+def _patcher(unet, module: MotionModule):
+    patcher = _patchers.get(id(module))
+    if patcher is None:
+        from backend.patcher.base import ModelPatcher
+
+        patcher = ModelPatcher(model=module, load_device=unet.load_device, offload_device=unet.offload_device)
+        _patchers[id(module)] = patcher
+    return patcher
+
+
+def _release(module: MotionModule) -> None:
+    """Make Forge's memory manager drop a module the cache let go, so that its memory is freed."""
+    patcher = _patchers.pop(id(module), None)
+    if patcher is not None:
+        from backend import memory_management
+
+        memory_management.unload_model_clones(patcher)
 
 
 class ScheduleOverride:
