@@ -5,7 +5,7 @@ Runs only when I2V_WEBUI_DIR points at an A1111 checkout with sd-webui-animatedi
 SD1.5 single-file checkpoint (random weights are fine); the checkpoint's CLIP tokenizer must be in the Hugging
 Face cache (HF_HOME), as the trainer reads it from there. Optional: I2V_WEBUI_PYTHON, I2V_WEBUI_PORT,
 I2V_WEBUI_ARGS, as for the other A1111 tests. The module first trains a few steps on the WebUI's own checkpoint
-and motion module (about 12 GB of memory), then starts the WebUI (about 10 GB).
+and motion module (about 9 GB of memory), then starts the WebUI (about 10 GB).
 """
 import json
 import os
