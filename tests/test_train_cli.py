@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -78,6 +79,16 @@ def test_bad_data_is_one_error_line(train_files, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: none of the 2 videos gives a clip of 4 frames at stride 2; first: ")
     assert "\n" not in error
+
+
+def test_fp16_without_a_gpu_is_one_error_line(train_files, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 runs on this machine's GPU")
+    out = tmp_path / "a.safetensors"
+    args = train_args(train_files, train_files["clips"], out, "--steps", 1, "--mixed-precision", "fp16")
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip() == "error: --mixed-precision fp16 needs a GPU; on the CPU use bf16 or no"
+    assert not out.exists()
 
 
 def test_ip_adapter_tokens_from_frame_zero(train_files, ip_files):  # noqa: F811

@@ -155,9 +155,13 @@ def _train_steps(run: _Run, loader, start: int, log: RunLog, result: TrainResult
 
 def train(settings: TrainSettings) -> TrainResult:
     """Run (or resume) training and write ``settings.out``; every process of a launch calls this."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import gather_object
 
+    device = PartialState().device
+    if settings.mixed_precision == "fp16" and device.type == "cpu":
+        # no fp16 autocast there: the fp16 weights would meet fp32 inputs and fail deep inside torch
+        raise ValueError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     accelerator = Accelerator(mixed_precision=settings.mixed_precision,
                               gradient_accumulation_steps=settings.gradient_accumulation)
     decoder = choose_decoder(settings.decoder)
