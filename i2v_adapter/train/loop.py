@@ -153,13 +153,21 @@ def _train_steps(run: _Run, loader, start: int, log: RunLog, result: TrainResult
     return step
 
 
+def _runs_on_the_cpu() -> bool:
+    """What accelerate will pick, asked without creating its process state (the launch's first call does that)."""
+    from accelerate.utils import parse_flag_from_env
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, MPS, XPU, ...
+    available = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not available
+
+
 def train(settings: TrainSettings) -> TrainResult:
     """Run (or resume) training and write ``settings.out``; every process of a launch calls this."""
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    device = PartialState().device
-    if settings.mixed_precision == "fp16" and device.type == "cpu":
+    if settings.mixed_precision == "fp16" and _runs_on_the_cpu():
         # no fp16 autocast there: the fp16 weights would meet fp32 inputs and fail deep inside torch
         raise ValueError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     accelerator = Accelerator(mixed_precision=settings.mixed_precision,
