@@ -150,3 +150,48 @@ def test_forges_memory_manager_lets_go_of_a_motion_module_the_cache_dropped(tmp_
     assert second is not first and entries(first) == []
     forge2_motion._release(second)
     forge2_motion._cache.clear()
+
+
+
+def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((output.float() - reference).abs().max() / reference.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_unet_and_motion_module_lose_no_more_than_diffusers_does(unets, dtype):
+    """What Forge 2 runs on a GPU with a bf16/fp16 computation dtype: UNet, motion module and inputs all in it.
+
+    Random motion modules amplify rounding (diffusers' own UNetMotionModel drifts ~17% in bf16, ~2% in fp16 on
+    these weights), so the bound is diffusers' drift in the same precision, not a fixed number."""
+    import copy
+
+    forge, ldm = unets
+    motion = mm.random_motion_module("v2")
+    motion.set_norm_across_frames(True)  # as diffusers computes the temporal norm
+    x, t, context = models.ldm_inputs(FRAMES, CHUNKS)
+    full = forge_call(forge, x, t, context, [block_inner_modifier(motion.slots())])
+    ours = forge_call(copy.deepcopy(forge).to(dtype), x.to(dtype), t, context.to(dtype),
+                      [block_inner_modifier(copy.deepcopy(motion).to(dtype).slots())])
+    reference = mm.diffusers_motion_unet(ldm, motion).to(dtype)
+    videos = x.view(CHUNKS, FRAMES, *x.shape[1:]).transpose(1, 2)
+    with torch.no_grad():
+        theirs = reference(videos.to(dtype), t[::FRAMES], encoder_hidden_states=context.to(dtype)).sample
+    theirs = theirs.transpose(1, 2).reshape(x.shape)
+    assert ours.dtype == dtype and torch.isfinite(ours).all()
+    assert _relative_error(ours, full) <= 1.5 * _relative_error(theirs, full)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_v1_groupnorm_across_frames_runs(unets, dtype):
+    """v1's group norm over all frames goes through Forge's wrapper; in half precision it must still compute."""
+    import copy
+
+    forge, _ = unets
+    motion = mm.random_motion_module("v1")
+    x, t, context = models.ldm_inputs(FRAMES, CHUNKS)
+    full = forge_call(forge, x, t, context, [block_inner_modifier(motion.slots())], norm_wrapper=group_norm_wrapper())
+    half = forge_call(copy.deepcopy(forge).to(dtype), x.to(dtype), t, context.to(dtype),
+                      [block_inner_modifier(copy.deepcopy(motion).to(dtype).slots())], norm_wrapper=group_norm_wrapper())
+    plain = forge_call(forge, x, t, context, [])
+    assert half.dtype == dtype and torch.isfinite(half).all()
+    assert _relative_error(half, full) < 0.5 * _relative_error(plain, full)  # still the motion module's output
