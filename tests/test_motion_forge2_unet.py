@@ -133,6 +133,8 @@ def test_forges_memory_manager_lets_go_of_a_motion_module_the_cache_dropped(tmp_
         files[version] = tmp_path / f"mm_{version}.safetensors"
         files[version].write_bytes(b"")
     monkeypatch.setattr(forge2_motion, "load_motion_module", lambda path: mm.random_motion_module(Path(path).stem[3:]))
+    trims = []
+    monkeypatch.setattr(forge2_motion, "return_freed_memory", lambda: trims.append(len(forge2_motion._cache)))
     cpu = torch.device("cpu")
     unet = SimpleNamespace(model=SimpleNamespace(computation_dtype=torch.float32), load_device=cpu,
                            offload_device=cpu, add_block_inner_modifier=lambda modifier: None,
@@ -154,6 +156,7 @@ def test_forges_memory_manager_lets_go_of_a_motion_module_the_cache_dropped(tmp_
     dropped, first = weakref.ref(first), None
     unet.extras.clear()
     assert dropped() is None
+    assert trims == [1, 1]  # after each load, with the old module already out of the cache
     forge2_motion._release(second)
     forge2_motion._cache.clear()
 
