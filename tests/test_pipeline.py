@@ -19,10 +19,10 @@ from i2v_adapter.pipeline.sampling import (
     SamplingSettings,
     context_windows,
     encode_image,
-    encode_prompts,
     make_scheduler,
     sample_video_latents,
 )
+from i2v_adapter.pipeline.text_conditioning import TextConditioning
 from i2v_adapter.weights.files import save_adapter_weights
 
 import models
@@ -132,7 +132,7 @@ def loop(files):
     parts = files["parts"]
     image = Image.open(files["image"]).convert("RGB")
     z0 = encode_image(parts.vae, image, "cpu", torch.float32)
-    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, "a cat", "", "cpu", torch.float32)
+    embeddings, _ = TextConditioning.of_parts(parts).encode(["", "a cat"], "cpu", torch.float32)
     return parts, z0, embeddings
 
 

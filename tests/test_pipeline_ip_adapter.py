@@ -26,8 +26,9 @@ from i2v_adapter.pipeline.ip_adapter import (
     load_image_encoder,
 )
 from i2v_adapter.pipeline.loading import load_model_parts
-from i2v_adapter.pipeline.sampling import SamplingSettings, encode_image, encode_prompts, make_scheduler, \
+from i2v_adapter.pipeline.sampling import SamplingSettings, encode_image, make_scheduler, \
     sample_video_latents
+from i2v_adapter.pipeline.text_conditioning import TextConditioning
 
 import models
 from test_pipeline import FRAMES, SIZE, STEPS, TINY_MOTION, TINY_MOTION_ARGS, tiny_motion_adapter, \
@@ -213,7 +214,7 @@ def test_ip_adapter_beside_the_first_frame_hooks(ip_files, ip_parts):
     parts = ip_parts
     image = Image.open(ip_files["image"]).convert("RGB")
     z0 = encode_image(parts.vae, image, "cpu", torch.float32)
-    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, "a cat", "", "cpu", torch.float32)
+    embeddings, _ = TextConditioning.of_parts(parts).encode(["", "a cat"], "cpu", torch.float32)
     features = encode_ip_image(parts.ip_adapter.encoder, "plus", image, "cpu", torch.float32)
     assert features.shape == (2, 1, 17, ENCODER_WIDTH)
     assert not torch.equal(features[0], features[1])  # the zero image's encoding, not the image's

@@ -61,14 +61,6 @@ class SamplingSettings:
 # ---------------------------------------------------------------- encoding
 
 
-def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str, device, dtype) -> torch.Tensor:
-    """``[uncond, cond]`` text embeddings, shape (2, tokens, dim)."""
-    ids = tokenizer([negative_prompt, prompt], padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return text_encoder(ids.to(device))[0].to(dtype)
-
-
 def image_to_tensor(image) -> torch.Tensor:
     """PIL RGB -> (1, 3, H, W) in [-1, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
