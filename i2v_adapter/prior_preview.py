@@ -19,18 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .motion.schedule import animatediff_alphas_cumprod  # noqa: F401 (the schedule the preview's callers pass)
 from .prior import frame_similarity_prior
 
 Encode = Callable[[Image.Image], torch.Tensor]  # RGB image -> latent (1, C, h, w), already scaled
 Decode = Callable[[torch.Tensor], torch.Tensor]  # latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1]
 
 THUMBNAIL_SIDE = 160
-
-
-def animatediff_alphas_cumprod(train_steps: int = 1000) -> torch.Tensor:
-    """The schedule AnimateDiff samples SD1.5 with: linear betas 0.00085 to 0.012 (not SD's scaled-linear)."""
-    betas = torch.linspace(0.00085, 0.012, train_steps, dtype=torch.float64)
-    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def t0_timestep(t0: float, train_steps: int) -> int:

@@ -72,7 +72,7 @@ def test_t0_noise_level_matches_diffusers_add_noise():
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear")
-    assert torch.allclose(scheduler.alphas_cumprod.double(), ALPHAS, atol=1e-6)
+    assert torch.allclose(scheduler.alphas_cumprod.double(), ALPHAS.double(), atol=1e-6)
     z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     for t0, timestep in ((1.0, 999), (0.7, 699), (0.5, 499), (0.05, 49)):
         assert t0_timestep(t0, 1000) == timestep

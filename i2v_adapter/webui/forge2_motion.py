@@ -87,7 +87,7 @@ def cached_motion_module(path: str) -> MotionModule:
 
 # -- what this Forge can serve ----------------------------------------------------------------------
 
-QUANTISED_STORAGE = ("nf4", "fp4", "gguf")
+QUANTISED_STORAGE = ("nf4", "fp4")  # GGUF has its own sentence: the file decides it, not a setting
 
 
 def refusal(sd_model) -> str | None:
