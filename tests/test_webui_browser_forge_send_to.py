@@ -45,13 +45,7 @@ def test_txt2img_picture_sent_to_i2v_adapter_lands_in_img2img_and_the_panel(tmp_
         try:
             page = Page(driver, server.url)
             page.open()
-            page.script("switch_to_txt2img();")
-            page.set_value("#txt2img_prompt textarea", "a cat")
-            for name, value in (("txt2img_width", SIZE), ("txt2img_height", SIZE), ("txt2img_steps", 2)):
-                page.set_number(name, value)
-            page.click("#txt2img_generate")
-            page.wait_for(lambda: page.image_sources("#txt2img_gallery"), 300, "no picture in the txt2img gallery")
-            page.wait_for(lambda: not page.visible("#txt2img_interrupt"), 120, "txt2img did not finish")
+            page.generate_txt2img(SIZE)
             generated = picture_at(page.image_sources("#txt2img_gallery")[0])
             assert generated.shape == (SIZE, SIZE, 3)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webui_requests import (FRAMES, SIZE, check_frame_zero, decoded_first_frame, first_file, level_difference, payload,
-                            sd15_motion_module, test_image, video_frames)
+from test_webui_a1111 import checkpoint, image, motion_module, reference_frame_zero  # noqa: F401 (fixtures)
+from webui_requests import FRAMES, SIZE, check_frame_zero, level_difference, payload, video_frames
 
 WEBUI = os.environ.get("I2V_WEBUI_DIR")
 pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
@@ -58,16 +58,6 @@ def zero_out_projections(trained: Path, out: Path) -> None:
     layers = {name: LayerWeights(layer.q_weight, 0 * layer.out_weight, 0 * layer.out_bias)
               for name, layer in weights.layers.items()}
     save_adapter_weights(AdapterWeights(layers, source_format="test"), out)
-
-
-@pytest.fixture(scope="module")
-def checkpoint():
-    return first_file(Path(WEBUI) / "models" / "Stable-diffusion", "*.safetensors")
-
-
-@pytest.fixture(scope="module")
-def motion_module():
-    return sd15_motion_module(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model")
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +102,6 @@ def webui(tmp_path_factory, trained, sdxl_adapter_file):
 
     with webui_server.running(Path(WEBUI), "I2V_WEBUI", 7861, tmp_path_factory.mktemp("webui") / "webui.log") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def image():
-    return test_image()
-
-
-@pytest.fixture(scope="module")
-def reference_frame_zero(checkpoint, image):
-    return decoded_first_frame(checkpoint, image)
 
 
 def img2img_video(webui, motion_module, image, model: str) -> tuple[list, str]:

@@ -116,6 +116,16 @@ class Page:
         return ("Failed to load resource: net::ERR_NAME_NOT_RESOLVED" in message and url.startswith("http")
                 and not url.startswith(self.url))
 
+    def generate_txt2img(self, size: int, steps: int = 2, prompt: str = "a cat") -> None:
+        """A small picture made in txt2img through the page, waited for until the generation has ended."""
+        self.script("switch_to_txt2img();")
+        self.set_value("#txt2img_prompt textarea", prompt)
+        for name, value in (("txt2img_width", size), ("txt2img_height", size), ("txt2img_steps", steps)):
+            self.set_number(name, value)
+        self.click("#txt2img_generate")
+        self.wait_for(lambda: self.image_sources("#txt2img_gallery"), 300, "no picture in the txt2img gallery")
+        self.wait_for(lambda: not self.visible("#txt2img_interrupt"), 120, "txt2img did not finish")
+
     def screenshot(self, selector: str, path) -> None:
         self.script("gradioApp().querySelector(arguments[0]).scrollIntoView({block: 'start'});", selector)
         time.sleep(0.5)
