@@ -140,7 +140,8 @@ def _release(module: MotionModule) -> None:
 
         memory_management.unload_model_clones(patcher)
     # Forge's patcher leaves module.lora_loader, which points back at the module: a cycle that only Python's
-    # rare full collection frees, so every module ever loaded stayed in memory (1.7 GB each).
+    # rare full collection frees, so every module ever loaded stayed in memory (1.7 GB each). The collection
+    # frees the UNet clones of past samplings, cycles that still reach the module, before the cache lets go.
     module.__dict__.pop("lora_loader", None)
     gc.collect()
 
