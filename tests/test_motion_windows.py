@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from i2v_adapter.motion import FrameLimitError, animatediff_alphas_cumprod, animatediff_sigmas, context_windows
+from i2v_adapter.motion.windows import LOOP, LOOP_EVERY_STRIDE, LOOP_WITH_PROMPTS
 from i2v_adapter.motion.architecture import TemporalSelfAttention
 
 
@@ -38,6 +39,46 @@ def test_sixty_four_frames_in_windows_of_sixteen():
 def test_bad_window_settings_are_refused(frames, length, overlap, says):
     with pytest.raises(ValueError, match=says):
         context_windows(frames, length, overlap)
+
+
+def _neighbours_on_the_circle(frames: int, windows) -> set[tuple[int, int]]:
+    """Pairs of frames (i, i+1 mod frames) that sit next to each other inside some window."""
+    return {(window[k], window[k + 1]) for window in windows for k in range(len(window) - 1)}
+
+
+@pytest.mark.parametrize("mode", [LOOP, LOOP_WITH_PROMPTS, LOOP_EVERY_STRIDE])
+@pytest.mark.parametrize("frames,length,overlap", [(24, 16, 4), (28, 16, 4), (32, 16, 4), (64, 16, 8), (10, 4, 1),
+                                                   (16, 16, 4), (8, 24, 4), (33, 24, 0)])
+def test_loop_windows_cover_every_frame_and_wrap_round(mode, frames, length, overlap):
+    windows = context_windows(frames, length, overlap, mode)
+    assert sorted({f for window in windows for f in window}) == list(range(frames))
+    assert all(len(window) == min(length, frames) for window in windows)
+    # every window is a run of consecutive frames on the circle, and the seam (last -> 0) is inside one
+    assert all(window[k + 1] == (window[k] + 1) % frames for window in windows for k in range(len(window) - 1))
+    neighbours = _neighbours_on_the_circle(frames, windows)
+    assert (frames - 1, 0) in neighbours
+    if overlap:  # with shared frames, every pair of neighbouring frames is seen together
+        assert neighbours >= {(i, (i + 1) % frames) for i in range(frames)}
+    assert 0 in windows[0]
+    if length < frames:
+        seam = [window for window in windows if 0 in window and window.index(0) > 0]
+        # the wrapping window reaches `overlap` frames into frame 0's window (more with every stride)
+        assert max(len(window) - window.index(0) for window in seam) >= overlap
+
+
+def test_loop_window_starts():
+    assert [w[0] for w in sorted(context_windows(28, 16, 4, LOOP))] == [0, 12, 24]
+    assert [24, 25, 26, 27] + list(range(12)) in context_windows(28, 16, 4, LOOP)
+    assert sorted(w[0] for w in context_windows(24, 16, 4, LOOP)) == [0, 12]
+    assert sorted(w[0] for w in context_windows(24, 8, 4, LOOP_EVERY_STRIDE)) == [0, 4, 8, 12, 16, 20]
+    assert sorted(w[0] for w in context_windows(24, 8, 4, LOOP)) == [0, 4, 8, 12, 16, 20]
+    # a video that fits one window gets a second one rolled by half, seam in its middle
+    assert context_windows(8, 16, 4, LOOP) == [list(range(8)), [4, 5, 6, 7, 0, 1, 2, 3]]
+
+
+def test_unknown_loop_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown closed-loop mode 'R-P'"):
+        context_windows(16, 8, 2, "R-P")
 
 
 def test_schedule_equals_diffusers_linear_betas():
