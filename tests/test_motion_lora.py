@@ -117,10 +117,11 @@ def test_a_lora_for_another_module_is_refused_naming_both_files():
     v3 = random_motion_module("v3")  # no mid block
     lora = motion_lora_from_tensors(released_lora(), "v2_lora_PanLeft.ckpt")
     with pytest.raises(MotionLoraError, match=r"v2_lora_PanLeft.ckpt is a motion LoRA for another motion module "
-                                              r"than v3_sd15_mm.ckpt \(its layers mid_block"):
+                                              r"than v3_sd15_mm.ckpt \(it changes 8 projections in mid_block, "
+                                              r"which that module does not have\)"):
         check_fits(lora, v3, "v3_sd15_mm.ckpt")
     wide = motion_lora_from_tensors(released_lora(width_of=lambda path: 2 * _width(path)), "sdxl_lora.ckpt")
-    with pytest.raises(MotionLoraError, match="its shapes differ"):
+    with pytest.raises(MotionLoraError, match="projections have other sizes, e.g. .* is 64x64 in the LoRA and 32x32"):
         check_fits(wide, random_motion_module("v2"), "mm_sd15_v2.ckpt")
 
 

@@ -127,13 +127,20 @@ def check_fits(lora: MotionLora, module: nn.Module, module_name: str) -> None:
     """MotionLoraError (one sentence naming both files) unless every pair matches a weight of ``module``."""
     weights = dict(module.named_parameters())
     missing = sorted(target for target in lora.pairs if target not in weights)
-    wrong = sorted(f"{target} {tuple(pair.up.shape[:1]) + tuple(pair.down.shape[1:])} vs "
-                   f"{tuple(weights[target].shape)}" for target, pair in lora.pairs.items()
+    wrong = sorted(target for target, pair in lora.pairs.items()
                    if target in weights and (pair.up.shape[0], pair.down.shape[1]) != tuple(weights[target].shape))
-    if missing or wrong:
-        what = (f"its layers {listing(missing)} are not in it" if missing else f"its shapes differ: {listing(wrong)}")
-        raise MotionLoraError(f"{lora.name} is a motion LoRA for another motion module than {module_name} ({what}); "
-                              f"AnimateDiff's motion LoRAs are made for its v2 SD1.5 module")
+    if missing:
+        levels = sorted({target.split(".motion_modules")[0] for target in missing})
+        what = f"it changes {len(missing)} projections in {', '.join(levels)}, which that module does not have"
+    elif wrong:
+        example = lora.pairs[wrong[0]]
+        what = (f"{len(wrong)} projections have other sizes, e.g. {wrong[0]} is "
+                f"{example.up.shape[0]}x{example.down.shape[1]} in the LoRA and "
+                f"{'x'.join(map(str, weights[wrong[0]].shape))} in the module")
+    else:
+        return
+    raise MotionLoraError(f"{lora.name} is a motion LoRA for another motion module than {module_name} ({what}); "
+                          f"AnimateDiff's motion LoRAs are made for its v2 SD1.5 module")
 
 
 def merge_motion_loras(module: nn.Module, loras: Sequence[tuple[MotionLora, float]]) -> Callable[[], None]:
