@@ -1,5 +1,6 @@
 """Forge 2 glue that runs without Forge: video settings, windows through the UNet wrapper, the schedule
 override, refusals, and the video files."""
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,9 +34,11 @@ def test_unknown_keys_are_refused_with_every_known_name():
 def test_panel_values_are_split_by_position():
     panel = [True, None, "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0]
     assert len(panel) == len(I2VParams.names())
-    i2v, motion = split_arguments(panel + ["mm.ckpt", 24.0, 12, 16, 4, ["WEBM", "PNG"]])
+    i2v, motion = split_arguments(panel + ["mm.ckpt", 24.0, 12, 16, 4, ["WEBM", "PNG"], "motion only",
+                                           "loop the motion", "v2_lora_ZoomIn.ckpt:0.8, pan.safetensors", 70, True])
     assert i2v == panel
-    assert motion == MotionParams("mm.ckpt", 24, 12, 16, 4, ("WEBM", "PNG"))
+    assert motion == MotionParams("mm.ckpt", 24, 12, 16, 4, ("WEBM", "PNG"), True, "loop",
+                                  (("v2_lora_ZoomIn.ckpt", 0.8), ("pan.safetensors", 1.0)), 70, True)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -46,10 +49,39 @@ def test_panel_values_are_split_by_position():
     ({"fps": "fast"}, "fps must be a whole number"),
     ({"formats": ["GIF", "AVI"]}, "unknown format(s) AVI"),
     ({"formats": 3}, "formats must be a list"),
+    ({"closed_loop": "sometimes"}, "closed_loop must be one of off, loop, loop+prompts, loop-every-stride"),
+    ({"motion_only": "maybe"}, "motion_only must be true or false"),
+    ({"motion_lora": [{"name": "zoom.ckpt", "strength": "a lot"}]}, "strength of motion LoRA zoom.ckpt must be a number"),
+    ({"motion_lora": [{"name": "zoom.ckpt", "strength": 3}]}, "from -2 to 2"),
+    ({"motion_lora": [{"file": "zoom.ckpt"}]}, "each motion_lora entry takes \"name\" and \"strength\""),
+    ({"motion_lora": ["../secret.ckpt:1"]}, "must be a file name from the motion LoRA folder"),
+    ({"motion_lora": 5}, "motion_lora must be a list"),
+    ({"quality": 101}, "quality must be between 0 and 100"),
 ])
 def test_bad_video_settings_are_one_sentence(values, message):
-    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ParamsError, match=re.escape(message)):
         MotionParams.from_dict(values)
+
+
+def test_animatediff_loop_names_and_lora_forms_are_understood():
+    assert [MotionParams.from_dict({"closed_loop": name}).closed_loop for name in ("N", "R-P", "r+p", "A")] == \
+        ["off", "loop", "loop+prompts", "loop-every-stride"]
+    assert MotionParams.from_dict({"closed_loop": "loop motion and prompt travel"}).closed_loop == "loop+prompts"
+    api = MotionParams.from_dict({"motion_lora": [{"name": "v2_lora_ZoomIn.ckpt", "strength": 0.8},
+                                                  {"name": "v2_lora_PanLeft.ckpt"}]})
+    assert api.motion_lora == (("v2_lora_ZoomIn.ckpt", 0.8), ("v2_lora_PanLeft.ckpt", 1.0))
+    text = api.infotext()["I2V-Adapter motion LoRA"]
+    assert text == "v2_lora_ZoomIn.ckpt:0.8, v2_lora_PanLeft.ckpt:1"
+    assert MotionParams.from_dict({"motion_lora": text}) == api  # paste-back reads what the infotext wrote
+
+
+def test_motion_only_refuses_an_api_image_by_name_and_ignores_a_panel_one():
+    with pytest.raises(ParamsError, match="image is for videos from a picture; with motion_only"):
+        split_arguments([{"enable": True, "motion_only": True, "image": "aGVsbG8="}])
+    i2v, motion = split_arguments([{"enable": True, "motion_only": True}])
+    assert motion.motion_only and i2v == [{"enable": True}]
+    panel = [True, Image.new("RGB", (8, 8)), "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0]
+    assert split_arguments(panel + ["mm.ckpt", 8, 8, 16, 4, ["GIF"], "motion only"])[1].motion_only
 
 
 def test_video_settings_go_to_the_infotext():
@@ -196,16 +228,40 @@ def test_models_that_cannot_take_a_motion_module_are_refused():
 
 def test_every_format_is_written_with_the_infotext(tmp_path):
     frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(4)]
-    written = write_outputs(frames, tmp_path, 7, ("PNG", "WEBM", "GIF", "MP4"), 8, "a cat, I2V-Adapter: on")
-    assert [p.name for p in written] == ["00000-7.gif", "00000-7.mp4", "00000-7.webm", "00000-7"]
-    assert all(p.stat().st_size > 0 for p in written[:3])
+    written = write_outputs(frames, tmp_path, 7, MotionParams(formats=("PNG", "WEBM", "GIF", "MP4", "WEBP")),
+                            "a cat, I2V-Adapter: on")
+    assert [p.name for p in written] == ["00000-7.gif", "00000-7.mp4", "00000-7.webm", "00000-7.webp", "00000-7"]
+    assert all(p.stat().st_size > 0 for p in written[:4])
+    webp = Image.open(written[3])
+    assert webp.n_frames == 4 and webp.info["loop"] == 0
+    assert "a cat, I2V-Adapter: on".encode("utf-16-be") in webp.info["exif"]
+    written = written[:3] + written[4:]
     gif = Image.open(written[0])
     assert gif.n_frames == 4 and gif.info["comment"] == b"a cat, I2V-Adapter: on"
     pngs = sorted(written[3].iterdir())
     assert len(pngs) == 4 and Image.open(pngs[0]).info["parameters"] == "a cat, I2V-Adapter: on"
     assert b"I2V-Adapter: on" in written[1].read_bytes()
-    again = write_outputs(frames, tmp_path, 7, ("GIF",), 8, "")
+    again = write_outputs(frames, tmp_path, 7, MotionParams(formats=("GIF",)), "")
     assert again[0].name == "00001-7.gif"
+
+
+def test_lossless_webp_keeps_every_pixel_and_quality_sets_the_rate_factor(tmp_path):
+    from i2v_adapter.pipeline.video import constant_rate_factor, write_video
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(3)]
+    lossless = Image.open(write_video(frames, tmp_path / "a.webp", lossless=True))
+    lossy = Image.open(write_video(frames, tmp_path / "b.webp", quality=50))
+    for index, frame in enumerate(frames):
+        lossless.seek(index)
+        lossy.seek(index)
+        assert np.array_equal(np.asarray(lossless.convert("RGB")), frame)
+        assert not np.array_equal(np.asarray(lossy.convert("RGB")), frame)
+    assert constant_rate_factor(".mp4", 80) == 10 and constant_rate_factor(".mp4", 0) == 51
+    assert constant_rate_factor(".webm", 100) == 0 and constant_rate_factor(".webm", 0) == 63
+    small = write_video(frames * 3, tmp_path / "low.mp4", quality=10).stat().st_size
+    large = write_video(frames * 3, tmp_path / "high.mp4", quality=95).stat().st_size
+    assert small < large
 
 
 def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
@@ -215,7 +271,8 @@ def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
     pictures = [Image.new("RGB", (8, 8), (30 * i, 0, 0)) for i in range(6)]
     processed = SimpleNamespace(images=["grid"] + pictures, infotexts=["grid info"] + [f"info {i}" for i in range(6)],
                                 index_of_first_image=1, all_seeds=[5, 5, 5, 9, 9, 9])
-    written = forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3, ("GIF", "PNG"), 8)
+    written = forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3,
+                                          MotionParams(formats=("GIF", "PNG")))
     assert [path.name for path in written] == ["00000-5.gif", "00000-5", "00001-9.gif", "00001-9"]
     assert processed.images[0] == "grid" and len(processed.images) == 1 + 2 + 6
     assert all(isinstance(item, str) for item in processed.images[1:3]) and processed.images[3] is pictures[0]
@@ -235,5 +292,15 @@ def test_an_xyz_plot_cell_keeps_its_first_picture_first(tmp_path, monkeypatch):
     assert not xyz.in_xyz_plot(SimpleNamespace())
     pictures = [Image.new("RGB", (8, 8), (30 * i, 0, 0)) for i in range(3)]
     processed = SimpleNamespace(images=list(pictures), infotexts=["info"] * 3, all_seeds=[5])
-    forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3, ("GIF",), 8, videos_last=True)
+    forge2_video.add_to_results(SimpleNamespace(is_api=True), processed, 3, MotionParams(), videos_last=True)
     assert processed.images[:3] == pictures and isinstance(processed.images[3], str) and len(processed.infotexts) == 4
+
+
+def test_an_xyz_cell_sets_the_strength_of_every_chosen_motion_lora():
+    from i2v_adapter.webui import xyz
+
+    motion = MotionParams(motion_lora=(("zoom.ckpt", 0.8), ("pan.ckpt", 1.0)))
+    cell = SimpleNamespace(i2v_adapter_overrides={"motion_lora_strength": 0.3, "t0": 0.6})
+    assert xyz.motion_overrides(cell, motion).motion_lora == (("zoom.ckpt", 0.3), ("pan.ckpt", 0.3))
+    assert xyz.overrides(cell) == {"t0": 0.6}  # I2VParams gets only its own fields
+    assert xyz.motion_overrides(SimpleNamespace(), motion) is motion

@@ -108,71 +108,26 @@ def check_request(p, params: I2VParams):
     return geometry
 
 
-class Generation:
-    """State and wrappers of one generation; stop() undoes everything, whatever happened."""
+class Lifecycle:
+    """What every generation shares: being the active one, wrappers of ``p``, and an undo list that
+    :meth:`stop` runs whatever happened. The sampler callbacks do nothing unless a subclass needs them."""
 
-    controlnet: controlnet.ControlNetHost = controlnet.EXTENSION
-
-    def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
+    def __init__(self, p):
         self.p = p
-        self.params = params
-        self.geometry = geometry
-        self.image = _user_image(p, params)
-        weights, self.weights_hash = self._weights()
-        self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed,
-                                  skip_call=self.controlnet.reference_write_pass(p))
-        try:
-            self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
-        except WeightsError as error:
-            raise I2VAdapterError(f"I2V-Adapter: {error}") from None
-        self.z0: torch.Tensor | None = None
-        self.timestep_sampler = False
         self._undo = []
 
-    def _weights(self):
-        if not self.params.model:
-            return None, ""
-        path = model_files.find(self.params.model)
-        if path is None:
-            known = ", ".join(model_files.names()) or "none found"
-            raise I2VAdapterError(f"I2V-Adapter: no weights file named '{self.params.model}' (available: {known}).")
-        try:
-            return cached_adapter_weights(path)
-        except WeightsError as error:  # the user picked a name: the server's folders are not theirs to see
-            raise I2VAdapterError(f"I2V-Adapter: {str(error).replace(path, self.params.model)}") from None
-
-    # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def activate(self) -> None:
         global _active
         _active = self
-        self.install_branches()
-        restore = animatediff.wrap_window_scheduler(self.layout)
-        if restore is not None:
-            self._undo.append(restore)
-        self._wrap(self.p, "sample", self._sample)
         self._wrap(self.p, "close", self._close)
-        if _is_img2img(self.p):
-            self.p.denoising_strength = self.params.t0
-        self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
-
-    def install_branches(self) -> None:
-        """Add the first-frame branch to every attn1 (A1111: forward hooks; other hosts override this)."""
-        self.hooks.install()
-        self._undo.append(self.hooks.remove)
 
     def stop(self) -> None:
         global _active
-        if self._undo:
-            stats = self.layout.stats
-            log.info("I2V-Adapter: attn1 calls with frame 0: %d, from the bank: %d, without reference: %d, untouched: %d",
-                     stats["anchored"], stats["banked"], stats["unreferenced"], stats["untouched"])
         while self._undo:
             try:
                 self._undo.pop()()
             except Exception:  # cleanup must go on whatever one step did
                 log.exception("I2V-Adapter: cleanup step failed")
-        self.z0 = None
-        self.layout.bank.clear()
         if _active is self:
             _active = None
 
@@ -197,6 +152,77 @@ class Generation:
                 self.stop()
 
         return close
+
+    def on_cfg_denoiser(self, params) -> None:
+        pass
+
+    def on_cfg_after_cfg(self, params) -> None:
+        pass
+
+    def post_sample(self, samples: torch.Tensor) -> None:
+        pass
+
+    def match_colors(self, images: list) -> list:
+        return images
+
+
+class Generation(Lifecycle):
+    """State and wrappers of one I2V generation; stop() undoes everything, whatever happened."""
+
+    controlnet: controlnet.ControlNetHost = controlnet.EXTENSION
+
+    def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
+        super().__init__(p)
+        self.params = params
+        self.geometry = geometry
+        self.image = _user_image(p, params)
+        weights, self.weights_hash = self._weights()
+        self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed,
+                                  skip_call=self.controlnet.reference_write_pass(p))
+        try:
+            self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
+        except WeightsError as error:
+            raise I2VAdapterError(f"I2V-Adapter: {error}") from None
+        self.z0: torch.Tensor | None = None
+        self.timestep_sampler = False
+
+    def _weights(self):
+        if not self.params.model:
+            return None, ""
+        path = model_files.find(self.params.model)
+        if path is None:
+            known = ", ".join(model_files.names()) or "none found"
+            raise I2VAdapterError(f"I2V-Adapter: no weights file named '{self.params.model}' (available: {known}).")
+        try:
+            return cached_adapter_weights(path)
+        except WeightsError as error:  # the user picked a name: the server's folders are not theirs to see
+            raise I2VAdapterError(f"I2V-Adapter: {str(error).replace(path, self.params.model)}") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.activate()
+        self.install_branches()
+        restore = animatediff.wrap_window_scheduler(self.layout)
+        if restore is not None:
+            self._undo.append(restore)
+        self._wrap(self.p, "sample", self._sample)
+        if _is_img2img(self.p):
+            self.p.denoising_strength = self.params.t0
+        self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
+
+    def install_branches(self) -> None:
+        """Add the first-frame branch to every attn1 (A1111: forward hooks; other hosts override this)."""
+        self.hooks.install()
+        self._undo.append(self.hooks.remove)
+
+    def stop(self) -> None:
+        if self._undo:
+            stats = self.layout.stats
+            log.info("I2V-Adapter: attn1 calls with frame 0: %d, from the bank: %d, without reference: %d, untouched: %d",
+                     stats["anchored"], stats["banked"], stats["unreferenced"], stats["untouched"])
+        super().stop()
+        self.z0 = None
+        self.layout.bank.clear()
 
     def _sample(self, original):
         def sample(*args, **kwargs):

@@ -3,8 +3,9 @@
 Forge 2 has no AnimateDiff, so the extension is its own: the video settings come from the panel's motion
 section (:mod:`forge2_params`), ``p.batch_size`` becomes the frame count before the WebUI lays out its
 batches, and each sampling gets a UnetPatcher clone with the first-frame branch (as on classic Forge)
-plus the motion module (:mod:`forge2_motion`), windows for long videos (:mod:`forge2_windows`) and
-AnimateDiff's noise schedule, which is put back on every path. The video is written in ``postprocess``.
+plus the motion module (:mod:`forge2_motion`) with its motion LoRAs (:mod:`forge2_motion_lora`), windows
+for long videos (:mod:`forge2_windows`) and AnimateDiff's noise schedule, which is put back on every path.
+"Motion only" makes the same video without a picture or branch. The video is written in ``postprocess``.
 """
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import numpy as np
 import torch
 
 from ..motion import MotionModuleError, check_unet_fits, context_windows
-from ..params import I2VParams, ParamsError
-from . import a1111, forge, forge2_motion, forge2_video, forge2_windows, xyz
+from ..layout import FrameLayout
+from ..motion.windows import LOOP_EVERY_STRIDE, LOOP_WITH_PROMPTS
+from ..prompt_travel import PromptTravel, PromptTravelError, travelled_conditioning
+from ..params import INFOTEXT_PREFIX, I2VParams, ParamsError
+from . import a1111, forge, forge2_motion, forge2_motion_lora, forge2_video, forge2_windows, xyz
 from .animatediff import VideoGeometry
 from .forge2_params import MotionParams, split_arguments
 
@@ -55,54 +59,81 @@ def check_video(p, params: I2VParams, motion: MotionParams) -> VideoGeometry:
 
 def begin(p, params: I2VParams, motion: MotionParams):
     def generation(p, params, geometry):
+        if motion.motion_only:
+            return MotionOnlyGeneration(p, geometry, motion)
         return Forge2Generation(p, params, geometry, motion)
 
     return a1111.begin(p, params, generation, check=lambda p, params: check_video(p, params, motion))
 
 
-class Forge2Generation(forge.ForgeGeneration):
-    """A classic-Forge generation that also brings the motion module, its schedule and the video."""
+class MotionVideo:
+    """What a Forge 2 video needs with or without a picture: the motion module with its LoRAs, the windows,
+    AnimateDiff's noise schedule, and the files. Everything it changes goes on its generation's undo list."""
 
-    def __init__(self, p, params: I2VParams, geometry: VideoGeometry, motion: MotionParams):
-        self.motion_params = motion
-        self.motion_path = ""
+    def __init__(self, p, motion: MotionParams, frames: int):
+        self.params = motion
+        self.frames = frames
+        self.path = ""
         try:
-            self.motion_path = forge2_motion.find(motion.motion_module)
-            self.motion = forge2_motion.cached_motion_module(self.motion_path)
+            self.path = forge2_motion.find(motion.motion_module)
+            self.module = forge2_motion.cached_motion_module(self.path)
         except MotionModuleError as error:
             # The reader names the file by its path; the server's folders are no business of the client.
-            message = str(error).replace(self.motion_path, self.motion_name) if self.motion_path else str(error)
+            message = str(error).replace(self.path, self.name) if self.path else str(error)
             raise a1111.I2VAdapterError(message) from None
         try:  # e.g. an SD1.5-sized checkpoint of another layout: refused before anything is patched
-            check_unet_fits(p.sd_model.forge_objects.unet.model.diffusion_model, self.motion.slots())
+            check_unet_fits(p.sd_model.forge_objects.unet.model.diffusion_model, self.module.slots())
         except ValueError as error:
             raise a1111.I2VAdapterError(f"I2V-Adapter: {error}.") from None
-        limit = self.motion.max_frames
+        limit = self.module.max_frames
         if motion.context_length > limit:
             raise a1111.I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
                                         f"this motion module's {limit} frames: set it to {limit} or less.")
-        context = min(motion.context_length or limit, limit, geometry.frames)
-        if context < geometry.frames and motion.context_overlap >= context:
+        self.context = min(motion.context_length or limit, limit, frames)
+        if self.context < frames and motion.context_overlap >= self.context:
             raise a1111.I2VAdapterError(f"I2V-Adapter: the context overlap ({motion.context_overlap}) must be less "
-                                        f"than the context length ({context}).")
-        geometry = VideoGeometry(geometry.frames, geometry.video_length, context)
-        super().__init__(p, params, geometry)
-        self.windows = context_windows(geometry.frames, context, motion.context_overlap)
+                                        f"than the context length ({self.context}).")
+        self.windows = context_windows(frames, self.context, motion.context_overlap, motion.closed_loop)
+        self.loras = forge2_motion_lora.load_all(motion.motion_lora, self.module, self.name)
+        self.travel = _prompt_travel(getattr(p, "main_prompt", None) or p.prompt, frames)
+        self.loop_prompts = motion.closed_loop in (LOOP_WITH_PROMPTS, LOOP_EVERY_STRIDE)
+        self._whole_prompts: list[str] | None = None
         self.schedule = forge2_motion.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model)
 
-    def start(self) -> None:
-        super().start()
-        self._undo.append(self.schedule.restore)
-        self.p.extra_generation_params.update(self.motion_params.infotext())
-        self.p.extra_generation_params["I2V-Adapter motion module"] = self.motion_name
-
     @property
-    def motion_name(self) -> str:
-        return os.path.basename(self.motion_path)
+    def name(self) -> str:
+        return os.path.basename(self.path)
 
-    def _sample(self, original):
-        sample = super()._sample(original)
+    def start(self, p, undo: list) -> None:
+        undo.append(self.schedule.restore)
+        if self.loras:
+            undo.append(forge2_motion_lora.apply(self.module, self.loras))
+        p.extra_generation_params.update(self.params.infotext())
+        p.extra_generation_params["I2V-Adapter motion module"] = self.name
 
+    def use_frame_prompts(self, p) -> None:
+        """Before the WebUI conditions the batch: one prompt per frame, each keyframe's own (its extra-network
+        tags already taken out by the WebUI), so that the keyframe rows of the conditioning are theirs."""
+        if self.travel is None or len(p.prompts) != self.frames:
+            return
+        travel = _prompt_travel(p.prompts[0], self.frames)
+        if travel is not None:
+            self._whole_prompts = list(p.prompts)
+            p.prompts = travel.frame_prompts(self.frames)
+
+    def restore_whole_prompts(self, p) -> None:
+        """After conditioning: the whole prompt again, for the infotext."""
+        if self._whole_prompts is not None:
+            p.prompts, self._whole_prompts = self._whole_prompts, None
+
+    def travel_conditioning(self, params) -> None:
+        """Every sampling step: frames between keyframes get their keyframes' interpolated conditioning."""
+        if self.travel is None:
+            return
+        params.text_cond = _per_frame(params.text_cond, self.frames,
+                                      lambda cond: travelled_conditioning(cond, self.travel.frames, self.loop_prompts))
+
+    def with_schedule(self, sample):
         def sample_with_schedule(*args, **kwargs):
             # Before the sampler reads its sigmas (DDIM reads them when it is created, in here).
             self.schedule.apply()
@@ -110,15 +141,60 @@ class Forge2Generation(forge.ForgeGeneration):
 
         return sample_with_schedule
 
-    def patch_unet(self, p) -> None:
-        super().patch_unet(p)  # the clone with the first-frame branch is now forge_objects.unet
-        unet = p.sd_model.forge_objects.unet
-        forge2_motion.add_motion_module(unet, self.motion)
+    def patch(self, unet, layout) -> None:
+        forge2_motion.add_motion_module(unet, self.module)
         if len(self.windows) > 1:
             previous = unet.model_options.get("model_function_wrapper")
-            unet.set_model_unet_function_wrapper(
-                forge2_windows.window_wrapper(self.windows, self.geometry.frames, self.layout, previous))
+            unet.set_model_unet_function_wrapper(forge2_windows.window_wrapper(self.windows, self.frames, layout, previous))
         self.schedule.apply()
+
+    def write(self, p, processed) -> None:
+        forge2_video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p))
+
+
+def _prompt_travel(prompt, frames: int) -> PromptTravel | None:
+    try:
+        return PromptTravel.parse(prompt, frames) if isinstance(prompt, str) else None
+    except PromptTravelError as error:
+        raise a1111.I2VAdapterError(str(error)) from None
+
+
+def _per_frame(cond, frames: int, change):
+    """``change`` applied to each conditioning tensor with one row per frame (SDXL's is a dict of them).
+
+    The prompt's AND makes more rows than frames: those are left as they are."""
+    if isinstance(cond, torch.Tensor):
+        return change(cond) if cond.shape[0] == frames else cond
+    if isinstance(cond, dict):
+        for key, value in cond.items():
+            if isinstance(value, torch.Tensor) and value.shape[0] == frames:
+                cond[key] = change(value)
+    return cond
+
+
+class Forge2Generation(forge.ForgeGeneration):
+    """A classic-Forge generation that also brings the motion module, its schedule and the video."""
+
+    def __init__(self, p, params: I2VParams, geometry: VideoGeometry, motion: MotionParams):
+        self.video = MotionVideo(p, motion, geometry.frames)
+        super().__init__(p, params, VideoGeometry(geometry.frames, geometry.video_length, self.video.context))
+
+    def start(self) -> None:
+        super().start()
+        self.video.start(self.p, self._undo)
+
+    def _sample(self, original):
+        return self.video.with_schedule(super()._sample(original))
+
+    def patch_unet(self, p) -> None:
+        super().patch_unet(p)  # the clone with the first-frame branch is now forge_objects.unet
+        self.video.patch(p.sd_model.forge_objects.unet, self.layout)
+        self.video.restore_whole_prompts(p)
+
+    def on_cfg_denoiser(self, params) -> None:
+        if getattr(params.denoiser, "p", self.p) is self.p:
+            self.video.travel_conditioning(params)
+        super().on_cfg_denoiser(params)
 
     def first_frame_latent(self) -> torch.Tensor:
         if self.z0 is None:
@@ -126,8 +202,41 @@ class Forge2Generation(forge.ForgeGeneration):
         return self.z0
 
     def write_video(self, processed) -> None:
-        forge2_video.add_to_results(self.p, processed, self.geometry.frames, self.motion_params.formats,
-                                    self.motion_params.fps, videos_last=xyz.in_xyz_plot(self.p))
+        self.video.write(self.p, processed)
+
+
+class MotionOnlyGeneration(a1111.Lifecycle):
+    """A plain AnimateDiff video on Forge 2: the motion module on a UnetPatcher clone, no picture, no branch.
+
+    txt2img starts every frame from its own noise; img2img from the WebUI's init latent, the picture noised
+    to the denoising strength in every frame, as AnimateDiff does.
+    """
+
+    def __init__(self, p, geometry: VideoGeometry, motion: MotionParams):
+        super().__init__(p)
+        self.video = MotionVideo(p, motion, geometry.frames)
+        self.geometry = VideoGeometry(geometry.frames, geometry.video_length, self.video.context)
+        # The windows tell the layout where they are; no first-frame branch reads it here.
+        self.layout = FrameLayout(self.video.context, None)
+
+    def start(self) -> None:
+        self.activate()
+        self._wrap(self.p, "sample", self.video.with_schedule)
+        self.video.start(self.p, self._undo)
+        self.p.extra_generation_params[INFOTEXT_PREFIX] = "on"
+
+    def patch_unet(self, p) -> None:
+        unet = p.sd_model.forge_objects.unet.clone()
+        self.video.patch(unet, self.layout)
+        p.sd_model.forge_objects.unet = unet
+        self.video.restore_whole_prompts(p)
+
+    def on_cfg_denoiser(self, params) -> None:
+        if getattr(params.denoiser, "p", self.p) is self.p:
+            self.video.travel_conditioning(params)
+
+    def write_video(self, processed) -> None:
+        self.video.write(self.p, processed)
 
 
 def encode_posterior_mean(p, image) -> torch.Tensor:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.video import write_video
+from .forge2_params import MotionParams
 
 log = logging.getLogger("i2v_adapter")
 
-SUFFIXES = {"GIF": ".gif", "MP4": ".mp4", "WEBM": ".webm", "PNG": ""}
+SUFFIXES = {"GIF": ".gif", "MP4": ".mp4", "WEBM": ".webm", "WEBP": ".webp", "PNG": ""}
 
 
 def output_folder(p) -> Path:
@@ -31,15 +32,17 @@ def _next_stem(folder: Path, seed: int) -> str:
     return f"{max(taken, default=-1) + 1:05d}-{seed}"
 
 
-def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, formats, fps: int, infotext: str) -> list[Path]:
-    """Every chosen format of the frames under ``folder``; the videos first, PNG frames last."""
+def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, settings: MotionParams,
+                  infotext: str) -> list[Path]:
+    """Every format ``settings`` chose, of the frames, under ``folder``; the videos first, PNG frames last."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = _next_stem(folder, seed)
-    order = [name for name in SUFFIXES if name in formats]
-    return [write_video(frames, folder / f"{stem}{SUFFIXES[name]}", fps=fps, comment=infotext) for name in order]
+    order = [name for name in SUFFIXES if name in settings.formats]
+    return [write_video(frames, folder / f"{stem}{SUFFIXES[name]}", fps=settings.fps, comment=infotext,
+                        quality=settings.quality, lossless=settings.webp_lossless) for name in order]
 
 
-def add_to_results(p, processed, frames: int, formats, fps: int, videos_last: bool = False) -> list[Path]:
+def add_to_results(p, processed, frames: int, settings: MotionParams, videos_last: bool = False) -> list[Path]:
     """Write one video per ``frames`` pictures of ``processed`` (one per batch count) and list them first, or
     after the pictures with ``videos_last`` (an X/Y/Z plot cell: its grid takes the cell's first picture)."""
     start = getattr(processed, "index_of_first_image", 0)
@@ -50,7 +53,7 @@ def add_to_results(p, processed, frames: int, formats, fps: int, videos_last: bo
         pictures = [np.asarray(image.convert("RGB")) for image in processed.images[first:first + frames]]
         infotext = processed.infotexts[first] if first < len(processed.infotexts) else ""
         seed = int(seeds[min(video * frames, len(seeds) - 1)])
-        paths = write_outputs(pictures, output_folder(p), seed, formats, fps, infotext)
+        paths = write_outputs(pictures, output_folder(p), seed, settings, infotext)
         videos = [path for path in paths if path.suffix]
         if getattr(p, "is_api", False):
             shown += [base64.b64encode(path.read_bytes()).decode() for path in videos]
