@@ -44,8 +44,22 @@
             "32 for v2 and v3). Every window also attends to frame 0.",
         "context_overlap": "Frames shared by neighbouring windows; those frames get the mean of their windows. " +
             "Must be less than the context length.",
-        "formats": "Files written under the outputs folder, each with the generation's parameters: GIF, MP4 and " +
-            "WEBM videos, and the frames as PNG. The videos are also shown (and returned) before the frames.",
+        "formats": "Files written under the outputs folder, each with the generation's parameters: GIF, MP4, " +
+            "WEBM and animated WEBP videos, and the frames as PNG. The videos are also shown (and returned) before the frames.",
+        "motion_only": "From a picture: frame 0 is your picture and the adapter keeps the video close to it. Motion " +
+            "only: a plain AnimateDiff video from the prompt (txt2img), or from the img2img picture noised to the " +
+            "denoising strength in every frame; the picture settings hide.",
+        "closed_loop": "Treat the video as a circle so it plays as a loop: windows wrap round and the last frames " +
+            "lead into the first. 'loop motion and prompt travel' also travels the prompt from its last keyframe " +
+            "back to the first; 'a window at every stride' adds windows for a firmer loop (slower).",
+        "motion_lora": "Camera moves from AnimateDiff v2 motion LoRAs (ZoomIn, PanLeft, TiltUp, Rolling...), as " +
+            "name:strength separated by commas; strengths from -2 to 2. They apply to this generation only. They " +
+            "fit the v2 motion module.",
+        "motion_lora_picker": "Pick a motion LoRA from models/AnimateDiff/lora to add it to the list at strength 1.",
+        "motion_lora_refresh": "Scan models/AnimateDiff/lora (and the folder set in Settings) for motion LoRAs again.",
+        "quality": "Quality of the MP4, WEBM and lossy WEBP files (0-100): higher is sharper and larger. 80 keeps " +
+            "fine detail at a moderate size.",
+        "webp_lossless": "Write the WEBP without any loss: every pixel as generated, larger files.",
     };
 
     function byId(id) {
@@ -73,6 +87,12 @@
         return Boolean(hidden && hidden.checked);
     }
 
+    // Forge 2's "motion only" choice: a video from the prompt, no picture and no t0.
+    function motionOnly(tab) {
+        var chosen = gradioApp().querySelector("#" + tab + "_i2v_adapter_motion_only input:checked");
+        return Boolean(chosen && chosen.value === "motion only");
+    }
+
     function animateDiffOn(tab) {
         // sd-webui-animatediff's own checkbox; absent on WebUIs without it.
         var box = gradioApp().querySelector("#" + tab + "-ad-enable input[type=checkbox]");
@@ -96,6 +116,8 @@
         var text = "";
         if (on && animateDiff === false) {
             text = "on \u2013 AnimateDiff is off: switch it on, or untick I2V-Adapter";
+        } else if (on && motionOnly(tab)) {
+            text = "on \u2013 Generate makes a video from the prompt (motion only)";
         } else if (on) {
             text = "on \u2013 Generate makes a video from the picture";
         }
@@ -107,7 +129,7 @@
     function updateDenoising() {
         var slider = byId("img2img_denoising_strength");
         if (!slider) return;
-        var on = isEnabled("img2img");
+        var on = isEnabled("img2img") && !motionOnly("img2img");
         slider.classList.toggle("i2v-adapter-replaced", on);
         var note = byId("img2img_i2v_adapter_denoising_note");
         if (on && !note) {

@@ -12,7 +12,7 @@ HOST = forge.host()
 FORGE2 = HOST == forge.NEW_FORGE
 GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE or FORGE2 else a1111.Generation
 if FORGE2:
-    from i2v_adapter.webui import forge2, forge2_motion, forge2_ui
+    from i2v_adapter.webui import forge2, forge2_motion, forge2_motion_lora, forge2_ui
 
 
 def parse_arguments(args):
@@ -28,13 +28,14 @@ class I2VAdapterScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        panel = Panel(is_img2img)
+        motion = forge2_ui.MotionSection(is_img2img) if FORGE2 else None
+        panel = Panel(is_img2img, header=motion.source if motion else None)
         self.infotext_fields = panel.infotext_fields
         self.paste_field_names = []
         if not FORGE2:
             return panel.values
         with panel.enable:  # the motion section goes inside the panel's accordion
-            motion = forge2_ui.MotionSection(is_img2img)
+            motion.build(panel.picture_parts)
         self.infotext_fields = self.infotext_fields + motion.infotext_fields
         return panel.values + motion.values
 
@@ -63,6 +64,7 @@ class I2VAdapterScript(scripts.Script):
         try:
             params, motion = parse_arguments(args)
             params = replace(params, model=model_files.to_param(params.model), **xyz.overrides(p))
+            motion = xyz.motion_overrides(p, motion)
         except ParamsError as error:
             a1111.stop_with_message(p, str(error))
             return
@@ -71,9 +73,14 @@ class I2VAdapterScript(scripts.Script):
         elif params.enable:
             a1111.begin(p, params, GENERATION)
 
+    def process_batch(self, p, *args, **kwargs):
+        generation = a1111.active_generation()
+        if FORGE2 and hasattr(generation, "video") and generation.p is p:
+            generation.video.use_frame_prompts(p)  # prompt travel: the WebUI conditions the batch next
+
     def process_before_every_sampling(self, p, *args, **kwargs):
         generation = a1111.active_generation()
-        if isinstance(generation, forge.ForgeGeneration) and generation.p is p:
+        if hasattr(generation, "patch_unet") and generation.p is p:
             generation.patch_unet(p)
 
     def post_sample(self, p, ps, *args):
@@ -117,9 +124,10 @@ script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
 script_callbacks.on_cfg_after_cfg(_on_cfg_after_cfg)
 script_callbacks.on_script_unloaded(_on_script_unloaded)
 script_callbacks.on_ui_settings(settings.add_settings)
-script_callbacks.on_before_ui(xyz.add_axes)
+script_callbacks.on_before_ui(lambda: xyz.add_axes(forge2=FORGE2))
 if FORGE2:
     script_callbacks.on_ui_settings(forge2_motion.add_settings)
+    script_callbacks.on_ui_settings(forge2_motion_lora.add_settings)
 
 
 def _on_before_ui():

@@ -77,8 +77,9 @@ def preset_values(name: str):
 class Panel:
     """Components in the order of I2VParams' fields, plus what the WebUI needs for paste-back."""
 
-    def __init__(self, is_img2img: bool, unsupported: str | None = None):
-        """``unsupported``: one sentence saying why this WebUI cannot animate; shown instead of the hint."""
+    def __init__(self, is_img2img: bool, unsupported: str | None = None, header=None):
+        """``unsupported``: one sentence saying why this WebUI cannot animate; shown instead of the hint.
+        ``header``: builds controls that go first inside the panel (Forge 2: from a picture or motion only)."""
         from modules.ui_components import InputAccordion
 
         self.is_img2img = is_img2img
@@ -95,12 +96,13 @@ class Panel:
             gr.Markdown(unsupported or _hint(is_img2img), elem_id=f"{prefix}_hint")
             if unsupported:
                 self.enable = gr.Checkbox(value=False, visible=False, elem_id=f"{prefix}_enable")
+            self.header = header() if header is not None else None
             self._image_and_weights()
-            with gr.Row(elem_id=f"{prefix}_ip_adapter_row"):
+            with gr.Row(elem_id=f"{prefix}_ip_adapter_row") as self.ip_adapter_row:
                 self.ip_adapter = gr.Checkbox(value=False, label=_knob("ip_adapter").label, min_width=300,
                                               elem_id=f"{prefix}_ip_adapter")
                 self.ip_adapter_weight = _slider("ip_adapter_weight", prefix, visible=False)
-            with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}_advanced"):
+            with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}_advanced") as self.advanced:
                 self.t0 = _slider("t0", prefix)
                 self.p = _slider("p", prefix)
                 self.blur_sigma = _slider("blur_sigma", prefix)
@@ -113,7 +115,7 @@ class Panel:
         from modules.ui_components import ToolButton
 
         prefix = self.prefix
-        with gr.Row(elem_id=f"{prefix}_main_row"):
+        with gr.Row(elem_id=f"{prefix}_main_row") as self.main_row:
             # img2img: the picture is optional (the img2img picture is the default), so it stays small.
             image_height = {"height": IMG2IMG_IMAGE_HEIGHT} if self.is_img2img else {}
             with gr.Column(scale=1, min_width=160, elem_id=f"{prefix}_image_column"):
@@ -133,10 +135,10 @@ class Panel:
     def _preview_strip(self) -> None:
         prefix = self.prefix
         if not self.is_img2img:
-            gr.HTML(preview.caption_html(preview.TXT2IMG_NOTE), elem_id=f"{prefix}_preview_note")
+            self.preview_note = gr.HTML(preview.caption_html(preview.TXT2IMG_NOTE), elem_id=f"{prefix}_preview_note")
             self.preview_button = None
             return
-        with gr.Row(elem_id=f"{prefix}_preview", variant="compact"):
+        with gr.Row(elem_id=f"{prefix}_preview", variant="compact") as self.preview_row:
             self.preview_button = gr.Button("Preview prior", elem_id=f"{prefix}_preview_button")
             self.preview_prior = gr.Image(label="Prior", type="pil", interactive=False, height=THUMBNAIL_HEIGHT,
                                           elem_id=f"{prefix}_preview_prior")
@@ -175,6 +177,12 @@ class Panel:
     @property
     def values(self) -> list:
         return [getattr(self, name) for name in I2VParams.names()]
+
+    @property
+    def picture_parts(self) -> list:
+        """What only a video from a picture uses: hidden while Forge 2's "motion only" is chosen."""
+        preview_parts = [self.preview_row, self.preview_caption] if self.preview_button is not None else [self.preview_note]
+        return [self.main_row, self.ip_adapter_row, self.advanced, *preview_parts]
 
     @property
     def infotext_fields(self) -> list:

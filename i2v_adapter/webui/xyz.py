@@ -1,12 +1,26 @@
-"""X/Y/Z plot axes for t0, p and scale, and whether a generation is one cell of such a plot."""
+"""X/Y/Z plot axes for t0, p and scale (and on Forge 2 the motion LoRAs' strength), and whether a generation is
+one cell of such a plot."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 AXES = {"t0": "[I2V-Adapter] t0", "p": "[I2V-Adapter] p", "scale": "[I2V-Adapter] scale"}
+MOTION_LORA_STRENGTH = "motion_lora_strength"
+FORGE2_AXES = {MOTION_LORA_STRENGTH: "[I2V-Adapter] motion LoRA strength"}
 ATTRIBUTE = "i2v_adapter_overrides"
 
 
 def overrides(p) -> dict:
-    return dict(getattr(p, ATTRIBUTE, {}))
+    """The I2VParams fields a plot cell sets."""
+    return {name: value for name, value in getattr(p, ATTRIBUTE, {}).items() if name in AXES}
+
+
+def motion_overrides(p, motion):
+    """``motion`` with what a plot cell sets: the strength of every chosen motion LoRA."""
+    strength = getattr(p, ATTRIBUTE, {}).get(MOTION_LORA_STRENGTH)
+    if strength is None or motion is None:
+        return motion
+    return replace(motion, motion_lora=tuple((name, strength) for name, _ in motion.motion_lora))
 
 
 def _apply(name: str):
@@ -16,14 +30,14 @@ def _apply(name: str):
     return apply
 
 
-def add_axes():
+def add_axes(forge2: bool = False):
     from modules import scripts
 
     xyz_grid = next((data.module for data in scripts.scripts_data if data.script_class.__module__ == "xyz_grid.py"), None)
     if xyz_grid is None:
         return
     known = {option.label for option in xyz_grid.axis_options}
-    for name, label in AXES.items():
+    for name, label in {**AXES, **(FORGE2_AXES if forge2 else {})}.items():
         if label not in known:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(label, float, _apply(name)))
 
