@@ -39,7 +39,7 @@
         "motion_refresh": "Scan models/AnimateDiff (and the folder set in Settings) for motion modules again.",
         "frames": "Length of the video in frames (2 to 64); frame 0 is the picture. Videos longer than the " +
             "context length are made in overlapping windows.",
-        "fps": "Frames per second of the GIF, MP4 and WEBM files.",
+        "fps": "Frames per second of the GIF, MP4, WEBM and WEBP files.",
         "context_length": "Frames the motion module sees at once (one window). 0 = the module's limit (24 for v1, " +
             "32 for v2 and v3). Every window also attends to frame 0.",
         "context_overlap": "Frames shared by neighbouring windows; those frames get the mean of their windows. " +
@@ -75,6 +75,12 @@
                 }
                 if (element && !element.title) {
                     element.title = HINTS[name];
+                }
+                // gradio 4 titles each choice of a checkbox group with its bare name: give those the hint too.
+                if (element) {
+                    element.querySelectorAll("input[title]").forEach(function(choice) {
+                        if (choice.title === choice.name) choice.title = HINTS[name];
+                    });
                 }
             });
         });

@@ -14,7 +14,11 @@ FORGES = [("I2V_FORGE", 7871), ("I2V_NEW_FORGE", 7872)]
 # Forge 2's motion section: each control and a phrase of the hint the pointer shows over it.
 MOTION_HINTS = {"motion_module": "AnimateDiff SD1.5 motion module", "motion_refresh": "Scan models/AnimateDiff",
                 "frames": "Length of the video", "fps": "per second", "context_length": "one window",
-                "context_overlap": "neighbouring windows", "formats": "GIF, MP4 and WEBM"}
+                "context_overlap": "neighbouring windows", "formats": "WEBM and animated WEBP",
+                "motion_only": "Motion only: a plain AnimateDiff video", "closed_loop": "plays as a loop",
+                "motion_lora": "Camera moves", "motion_lora_picker": "to add it to the list",
+                "motion_lora_refresh": "Scan models/AnimateDiff/lora", "quality": "Quality of the MP4",
+                "webp_lossless": "without any loss"}
 
 
 def hovered_hint(page, selector: str) -> str:
@@ -36,6 +40,11 @@ def check_motion_hints(page) -> None:
         print(f"hover {name}: {hints[name][:70]}")
         assert phrase in hints[name], (name, hints[name])
     assert len(set(hints.values())) == len(hints)  # each control its own hint
+
+
+def _chosen_source(page) -> str:
+    return page.script("var box = gradioApp().querySelector('#img2img_i2v_adapter_motion_only input:checked');"
+                       "return box ? box.value : '';")
 
 
 @pytest.mark.parametrize("settings,port", FORGES, ids=["classic-forge", "forge-2"])
@@ -98,7 +107,8 @@ def test_forge2_infotext_pastes_the_motion_fields_back(tmp_path):
     write_test_adapter(Path(root))
     module = first_file(Path(root) / "models" / "AnimateDiff", "*v3*.safetensors").name
     settings = {"enable": True, "model": ADAPTER_FILE, "motion_module": module, "frames": 6, "fps": 12,
-                "context_length": 4, "context_overlap": 1, "formats": ["MP4", "PNG"]}
+                "context_length": 4, "context_overlap": 1, "formats": ["MP4", "PNG"], "closed_loop": "R+P",
+                "quality": 60, "webp_lossless": True}
     body = {"prompt": "a cat", "steps": 2, "width": SIZE, "height": SIZE, "sampler_name": "Euler", "seed": 1,
             "init_images": [webui_server.encode_png(test_image())],
             "alwayson_scripts": {"I2V-Adapter": {"args": [settings]}}}
@@ -119,9 +129,12 @@ def test_forge2_infotext_pastes_the_motion_fields_back(tmp_path):
                           60, "frames were not pasted")
             pasted = {name: page.script("return gradioApp().querySelector(arguments[0]).value;",
                                         f"#img2img_i2v_adapter_{name} input[type=number]")
-                      for name in ("frames", "fps", "context_length", "context_overlap")}
-            pasted["motion_module"] = page.script("return gradioApp().querySelector(arguments[0]).value;",
-                                                  "#img2img_i2v_adapter_motion_module input")
+                      for name in ("frames", "fps", "context_length", "context_overlap", "quality")}
+            for name in ("motion_module", "closed_loop"):
+                pasted[name] = page.script("return gradioApp().querySelector(arguments[0]).value;",
+                                           f"#img2img_i2v_adapter_{name} input")
+            pasted["webp_lossless"] = page.checked("#img2img_i2v_adapter_webp_lossless input")
+            pasted["source"] = _chosen_source(page)
             pasted["formats"] = page.script(
                 "return Array.from(gradioApp().querySelectorAll('#img2img_i2v_adapter_formats label'))"
                 ".filter(function(l) { return l.querySelector('input').checked; })"
@@ -129,7 +142,21 @@ def test_forge2_infotext_pastes_the_motion_fields_back(tmp_path):
             pasted["enable"] = page.checked("#img2img_i2v_adapter_enable-visible-checkbox")
             print(f"pasted: {pasted}")
             assert pasted == {"frames": "6", "fps": "12", "context_length": "4", "context_overlap": "1",
-                              "motion_module": module, "formats": ["MP4", "PNG"], "enable": True}
+                              "quality": "60", "motion_module": module, "closed_loop": "loop motion and prompt travel",
+                              "webp_lossless": True, "source": "from a picture", "formats": ["MP4", "PNG"],
+                              "enable": True}
+            assert page.visible("#img2img_i2v_adapter_main_row")
+            # A motion-only video's infotext: the choice comes back and the picture settings hide.
+            motion_only = {"enable": True, "motion_only": True, "motion_module": module, "frames": 4,
+                           "formats": ["GIF"], "motion_lora": ""}
+            response = server.post("/sdapi/v1/txt2img", {**body, "init_images": None,
+                                                         "alwayson_scripts": {"I2V-Adapter": {"args": [motion_only]}}})
+            assert response.status_code == 200, response.text[:300]
+            page.set_value("#img2img_prompt textarea", json.loads(response.json()["info"])["infotexts"][0])
+            page.click("#img2img_tools #paste")
+            page.wait_for(lambda: _chosen_source(page) == "motion only", 60, "motion only was not pasted")
+            page.wait_for(lambda: not page.visible("#img2img_i2v_adapter_main_row"), 30, "the picture row stays")
+            print("motion only pasted: the picture settings are hidden")
             assert page.console_errors() == []
         finally:
             driver.quit()

@@ -43,6 +43,13 @@ def _pasted(name: str, to_value):
     return read
 
 
+def _pasted_source(entries: dict):
+    """The source an infotext names; an I2V-Adapter infotext from before this choice was a picture's."""
+    if INFOTEXT_PREFIX not in entries:
+        return None
+    return _source_label(entries.get(f"{INFOTEXT_PREFIX} {MotionParams.knob('motion_only').infotext}") == "True")
+
+
 def _add_lora(current: str, chosen: str | None) -> tuple:
     """The picker's file appended to the text as name:1 (once), and the picker emptied again."""
     if not chosen:
@@ -119,9 +126,8 @@ class MotionSection:
             key = f.metadata["knob"].infotext
             if f.name == "formats":  # a list for the checkboxes, not the infotext's text
                 entries.append((self.formats, formats_from_infotext))
-            elif f.name == "motion_only":  # an I2V-Adapter infotext from before this choice was a picture's
-                entries.append((self.motion_only, lambda d: _source_label(d.get(f"{INFOTEXT_PREFIX} {key}") == "True")
-                                if INFOTEXT_PREFIX in d else None))
+            elif f.name == "motion_only":
+                entries.append((self.motion_only, _pasted_source))
             elif f.name == "closed_loop":
                 entries.append((self.closed_loop, _pasted("closed_loop", LOOP_LABELS.get)))
             elif f.name == "motion_lora":
