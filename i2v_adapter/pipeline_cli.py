@@ -56,7 +56,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-heads", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--motion-norm-groups", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", required=True, help="out.mp4, out.gif, or a folder for PNG frames")
+    parser.add_argument("--out", required=True, help="out.mp4, out.webm, out.gif, out.webp, or a folder for PNG frames")
 
 
 def resolve_model_files(args) -> dict[str, str | None]:

@@ -214,3 +214,35 @@ def last_summary(server) -> dict:
     line = re.findall(r"attn1 calls with frame 0: (\d+), from the bank: (\d+), without reference: (\d+), "
                       r"untouched: (\d+)", server.log_text())[-1]
     return dict(zip(("anchored", "banked", "unreferenced", "untouched"), map(int, line)))
+
+
+# -- sd-webui-animatediff's own motion controls, with I2V-Adapter on (A1111 and classic Forge) ------------
+
+def check_prompt_travel_alongside(server, motion_module, image, reference: np.ndarray) -> None:
+    """AnimateDiff's prompt travel with I2V: frame 0 stays the picture, the frames after the second keyframe
+    change most against the same video with the first keyframe's prompt alone."""
+    plain = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
+    travel = video_frames(server.post("/sdapi/v1/img2img", {**i2v_img2img(motion_module, image),
+                                                             "prompt": "0: a cat\n4: a dog"}))
+    means = [float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(travel, plain)]
+    print(f"AnimateDiff prompt travel with I2V: mean change per frame {[round(m, 1) for m in means]}")
+    check_frame_zero("prompt travel", travel[0], reference)
+    assert np.mean(means[4:]) > np.mean(means[1:4])
+
+
+def check_closed_loop_alongside(server, motion_module, image, reference: np.ndarray) -> None:
+    """AnimateDiff's closed loop (R+P, wrapping windows) with I2V: every window anchored to frame 0."""
+    body = i2v_img2img(motion_module, image, frames=16, context=8)
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["closed_loop"] = "R+P"
+    check_long_video(server, video_frames(server.post("/sdapi/v1/img2img", body)), 16, reference)
+
+
+def check_motion_lora_alongside(server, motion_module, image, reference: np.ndarray, lora: str) -> None:
+    """AnimateDiff's motion LoRA in the prompt (``<lora:name:1>``) with I2V: frame 0 stays, the rest moves."""
+    plain = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
+    body = {**i2v_img2img(motion_module, image), "prompt": f"a cat <lora:{lora}:1>"}
+    moved = video_frames(server.post("/sdapi/v1/img2img", body))
+    changes = [level_difference(a, b) for a, b in zip(moved, plain)]
+    print(f"AnimateDiff motion LoRA {lora} with I2V: frame differences to the video without it {changes}")
+    check_frame_zero("motion LoRA", moved[0], reference)
+    assert min(changes[1:]) > 5
