@@ -5,6 +5,8 @@ import launch
 REQUIREMENTS = [
     ("safetensors", "safetensors"),
     ("cv2", "opencv-python"),
+    # MP4/WEBM writing on Forge 2, which ships no AnimateDiff (and so nothing that brings ffmpeg).
+    ("imageio_ffmpeg", "imageio-ffmpeg"),
 ]
 
 for module, requirement in REQUIREMENTS:

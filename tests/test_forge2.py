@@ -304,3 +304,17 @@ def test_an_xyz_cell_sets_the_strength_of_every_chosen_motion_lora():
     assert xyz.motion_overrides(cell, motion).motion_lora == (("zoom.ckpt", 0.3), ("pan.ckpt", 0.3))
     assert xyz.overrides(cell) == {"t0": 0.6}  # I2VParams gets only its own fields
     assert xyz.motion_overrides(SimpleNamespace(), motion) is motion
+
+
+def test_a_missing_video_writer_is_named_before_anything_is_made(monkeypatch):
+    import importlib.util
+
+    from i2v_adapter.pipeline.video import missing_writer
+
+    assert missing_writer([".mp4", ".gif"]) is None  # the test environment has imageio-ffmpeg
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "imageio_ffmpeg" else real_find_spec(name, *args))
+    assert missing_writer([".gif", ".webp", ""]) is None  # Pillow writes these
+    assert missing_writer([".gif", ".MP4"]) == "imageio-ffmpeg"
+    assert missing_writer([".webm"]) == "imageio-ffmpeg"

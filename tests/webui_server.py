@@ -50,8 +50,8 @@ class WebUI:
     def __init__(self, webui: Path, python: str, port: int, log_path: Path, extra_args: list[str],
                  launch_flags: list[str] = LAUNCH_FLAGS, extra_env: dict[str, str] | None = None):
         self.url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                   PIP_NO_INDEX="1", PYTHONUNBUFFERED="1", **(extra_env or {}))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               "PIP_NO_INDEX": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen([python, "launch.py", *launch_flags, "--port", str(port), *extra_args],
                                         cwd=webui, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -114,16 +114,28 @@ class WebUI:
         self.log.close()
 
 
+INSTALL_STEPS = ("--skip-prepare-environment", "--skip-install")
+
+
 @contextmanager
-def running(root: Path, settings: str, default_port: int, log_path: Path, forge: bool = False):
+def running(root: Path, settings: str, default_port: int, log_path: Path, forge: bool = False,
+            run_install: bool = False):
     """The WebUI at ``root`` with this extension linked in, started as the ``<settings>_PYTHON``, ``_PORT`` and
-    ``_ARGS`` variables say, ready for requests; stopped afterwards."""
+    ``_ARGS`` variables say, ready for requests; stopped afterwards.
+
+    ``run_install``: as a new user starts it, with the WebUI's preparation and every extension's install.py,
+    and pip allowed to reach its index (``<settings>_REQS_FILE`` may name a requirements file the WebUI meets)."""
     link_extension(root)
+    flags = FORGE_LAUNCH_FLAGS if forge else LAUNCH_FLAGS
+    extra_env = forge_cache_env() if forge else {}
+    if run_install:
+        flags = [flag for flag in flags if flag not in INSTALL_STEPS]
+        extra_env = {**extra_env, "PIP_NO_INDEX": "0"}
+        if os.environ.get(f"{settings}_REQS_FILE"):
+            extra_env["REQS_FILE"] = os.environ[f"{settings}_REQS_FILE"]
     server = WebUI(root, os.environ.get(f"{settings}_PYTHON") or sys.executable,
                    int(os.environ.get(f"{settings}_PORT", default_port)), log_path,
-                   shlex.split(os.environ.get(f"{settings}_ARGS", "")),
-                   launch_flags=FORGE_LAUNCH_FLAGS if forge else LAUNCH_FLAGS,
-                   extra_env=forge_cache_env() if forge else None)
+                   shlex.split(os.environ.get(f"{settings}_ARGS", "")), launch_flags=flags, extra_env=extra_env)
     try:
         server.wait()
         yield server

@@ -20,6 +20,16 @@ _CODECS = {".mp4": "libx264", ".webm": "libvpx-vp9"}
 _WORST_CRF = {".mp4": 51, ".webm": 63}
 
 
+def missing_writer(suffixes) -> str | None:
+    """The package that writing files of these suffixes needs and this Python lacks (MP4/WEBM: imageio-ffmpeg),
+    or None: asked before a video is made, not when its frames are done."""
+    import importlib.util
+
+    if any(suffix.lower() in _CODECS for suffix in suffixes) and importlib.util.find_spec("imageio_ffmpeg") is None:
+        return "imageio-ffmpeg"
+    return None
+
+
 def constant_rate_factor(suffix: str, quality: int) -> int:
     """``-crf`` for a 0-100 quality: 80 gives H.264 crf 10, what these files had before quality was a setting."""
     return round(_WORST_CRF[suffix] * (100 - quality) / 100)

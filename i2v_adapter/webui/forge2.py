@@ -18,6 +18,7 @@ import torch
 from ..motion import MotionModuleError, check_unet_fits, context_windows
 from ..layout import FrameLayout
 from ..motion.windows import LOOP_EVERY_STRIDE, LOOP_WITH_PROMPTS
+from ..pipeline.video import missing_writer
 from ..prompt_travel import PromptTravel, PromptTravelError, travelled_conditioning
 from ..params import INFOTEXT_PREFIX, I2VParams, ParamsError
 from . import a1111, forge, forge2_motion, forge2_motion_lora, forge2_video, forge2_windows, xyz
@@ -73,6 +74,12 @@ class MotionVideo:
     def __init__(self, p, motion: MotionParams, frames: int):
         self.params = motion
         self.frames = frames
+        missing = missing_writer([forge2_video.SUFFIXES[name] for name in motion.formats])
+        if missing:
+            raise a1111.I2VAdapterError(
+                f"I2V-Adapter: MP4 and WEBM need the {missing} package, which this WebUI's Python lacks: restart the "
+                f"WebUI without --skip-install so that the extension's install step adds it (or pip install {missing} "
+                f"into its Python), or choose GIF or WEBP.")
         self.path = ""
         try:
             self.path = forge2_motion.find(motion.motion_module)
