@@ -4,20 +4,29 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import a1111, forge, model_files, page, send_to, settings, xyz
+from i2v_adapter.webui import host, lifecycle, model_files, page, send_to, settings, xyz
+from i2v_adapter.webui.generation import check_request, prepare_controlnet
 from i2v_adapter.webui.ui import Panel
 
-# Classic Forge gets the same generation with its UNet patched per sampling; Forge 2 brings its own motion module.
-HOST = forge.host()
-FORGE2 = HOST == forge.NEW_FORGE
-GENERATION = forge.ForgeGeneration if HOST == forge.CLASSIC_FORGE or FORGE2 else a1111.Generation
+# Each host its own folder: A1111's generation, classic Forge's (UNet patched per sampling), and on Forge 2
+# the classic-Forge one with our own motion module on top.
+HOST = host.host()
+FORGE2 = HOST == host.NEW_FORGE
+if HOST == host.A1111:
+    from i2v_adapter.webui.a1111.generation import A1111Generation as GENERATION
+else:
+    from i2v_adapter.webui.forge import animatediff_api
+    from i2v_adapter.webui.forge.generation import ForgeGeneration as GENERATION
 if FORGE2:
-    from i2v_adapter.webui import forge2, forge2_motion, forge2_motion_lora, forge2_ui
+    from i2v_adapter.webui.forge2 import generation as forge2
+    from i2v_adapter.webui.forge2 import motion as forge2_motion
+    from i2v_adapter.webui.forge2 import motion_lora as forge2_motion_lora
+    from i2v_adapter.webui.forge2 import ui as forge2_ui
 
 
 def parse_arguments(args):
     """(I2VParams, the Forge 2 video settings or None)."""
-    return forge2.parse_arguments(args) if FORGE2 else (a1111.parse_arguments(args), None)
+    return forge2.parse_arguments(args) if FORGE2 else (lifecycle.parse_arguments(args), None)
 
 
 class I2VAdapterScript(scripts.Script):
@@ -50,15 +59,16 @@ class I2VAdapterScript(scripts.Script):
             params, _ = parse_arguments(args)
         except ParamsError:
             return  # process() reports it
-        if params.enable and HOST == forge.CLASSIC_FORGE:
-            forge.guard_animatediff_api(p)
+        if params.enable and HOST == host.CLASSIC_FORGE:
+            animatediff_api.guard_animatediff_api(p)
         if params.enable:
-            a1111.prepare_controlnet(p, params, GENERATION.controlnet)
+            prepare_controlnet(p, params, GENERATION.controlnet)
 
     def process(self, p, *args):
         # Runs for every generation, enabled or not: first remove anything a failed run left behind.
-        a1111.sweep(getattr(getattr(p.sd_model, "model", None), "diffusion_model", None))
-        forge.sweep()
+        lifecycle.sweep(getattr(getattr(p.sd_model, "model", None), "diffusion_model", None))
+        if HOST != host.A1111:
+            animatediff_api.sweep()
         if FORGE2:
             forge2_motion.restore_schedule()
         try:
@@ -66,35 +76,35 @@ class I2VAdapterScript(scripts.Script):
             params = replace(params, model=model_files.to_param(params.model), **xyz.overrides(p))
             motion = xyz.motion_overrides(p, motion)
         except ParamsError as error:
-            a1111.stop_with_message(p, str(error))
+            lifecycle.stop_with_message(p, str(error))
             return
         if params.enable and FORGE2:
             forge2.begin(p, params, motion)
         elif params.enable:
-            a1111.begin(p, params, GENERATION)
+            lifecycle.begin(p, params, GENERATION, check=check_request)
 
     def process_batch(self, p, *args, **kwargs):
-        generation = a1111.active_generation()
+        generation = lifecycle.active_generation()
         if FORGE2 and hasattr(generation, "video") and generation.p is p:
             generation.video.use_frame_prompts(p)  # prompt travel: the WebUI conditions the batch next
 
     def process_before_every_sampling(self, p, *args, **kwargs):
-        generation = a1111.active_generation()
+        generation = lifecycle.active_generation()
         if hasattr(generation, "patch_unet") and generation.p is p:
             generation.patch_unet(p)
 
     def post_sample(self, p, ps, *args):
-        generation = a1111.active_generation()
+        generation = lifecycle.active_generation()
         if generation is not None and generation.p is p:
             generation.post_sample(ps.samples)
 
     def postprocess_batch_list(self, p, pp, *args, **kwargs):
-        generation = a1111.active_generation()
+        generation = lifecycle.active_generation()
         if generation is not None and generation.p is p:
             pp.images[:] = generation.match_colors(list(pp.images))
 
     def postprocess(self, p, processed, *args):
-        generation = a1111.active_generation()
+        generation = lifecycle.active_generation()
         if generation is not None and generation.p is p:
             if FORGE2:
                 generation.write_video(processed)
@@ -102,20 +112,21 @@ class I2VAdapterScript(scripts.Script):
 
 
 def _on_cfg_denoiser(params):
-    generation = a1111.active_generation()
+    generation = lifecycle.active_generation()
     if generation is not None:
         generation.on_cfg_denoiser(params)
 
 
 def _on_cfg_after_cfg(params):
-    generation = a1111.active_generation()
+    generation = lifecycle.active_generation()
     if generation is not None:
         generation.on_cfg_after_cfg(params)
 
 
 def _on_script_unloaded():
-    a1111.sweep(getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None))
-    forge.sweep()
+    lifecycle.sweep(getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None))
+    if HOST != host.A1111:
+        animatediff_api.sweep()
     if FORGE2:
         forge2_motion.restore_schedule()
 

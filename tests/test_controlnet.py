@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from i2v_adapter.webui import controlnet
+from i2v_adapter.webui.a1111 import controlnet as extension
 
 MODELS = ["control_v11p_sd15_openpose [072d8c29]", "ip-adapter_sd15 [6a3f6166]", "ip-adapter-plus_sd15 [740d44d3]",
           "ip-adapter-plus-face_sd15 [1a2b3c4d]", "ip-adapter_sdxl_vit-h [5e6f7a8b]", "ip-adapter-plus_sdxl_vit-h [00aa11bb]"]
@@ -70,22 +71,22 @@ IMAGE = Image.fromarray(np.full((16, 24, 3), 90, np.uint8))
 
 def test_absent_controlnet_is_detected(monkeypatch):
     monkeypatch.setitem(sys.modules, "scripts.external_code", None)  # import fails like a missing extension
-    assert controlnet.external_code() is None
+    assert extension.external_code() is None
     p = processing([])
-    assert controlnet.EXTENSION.convert_api_units(p) == 0
-    assert controlnet.EXTENSION.reference_write_pass(p)() is False
+    assert extension.EXTENSION.convert_api_units(p) == 0
+    assert extension.EXTENSION.reference_write_pass(p)() is False
     with pytest.raises(controlnet.ControlNetError, match="needs the sd-webui-controlnet extension"):
-        controlnet.use_image_as_ip_adapter_content(p, IMAGE, 1.0, controlnet.EXTENSION)
+        controlnet.use_image_as_ip_adapter_content(p, IMAGE, 1.0, extension.EXTENSION)
 
 
 def test_present_controlnet_is_detected(fake_controlnet):
-    assert controlnet.external_code() is fake_controlnet
+    assert extension.external_code() is fake_controlnet
 
 
 def test_request_dicts_become_units_and_batch_folders_become_batch_units(fake_controlnet):
     p = processing([{"enabled": True, "model": MODELS[0], "batch_images": "poses/"},
                     {"enabled": True, "model": MODELS[0], "image": "b64"}, ControlNetUnit()])
-    assert controlnet.EXTENSION.convert_api_units(p) == 2
+    assert extension.EXTENSION.convert_api_units(p) == 2
     first, second, third = p.script_args[1:4]
     assert isinstance(first, ControlNetUnit) and first.input_mode is InputMode.BATCH and first.batch_images == "poses/"
     assert second.input_mode is InputMode.SIMPLE and second.image == "b64" and second.batch_images == ""
@@ -106,7 +107,7 @@ def test_ip_adapter_model_choice(models, sdxl, expected):
 def test_ip_adapter_unit_takes_the_first_free_slot(fake_controlnet):
     pose = ControlNetUnit(enabled=True, model=MODELS[0], image="pose")
     p = processing([pose, ControlNetUnit(), ControlNetUnit()])
-    model = controlnet.use_image_as_ip_adapter_content(p, IMAGE, 0.7, controlnet.EXTENSION)
+    model = controlnet.use_image_as_ip_adapter_content(p, IMAGE, 0.7, extension.EXTENSION)
     assert model == "ip-adapter-plus_sd15 [740d44d3]"
     unit = p.script_args[2]
     assert (unit.enabled, unit.module, unit.model, unit.weight) == (True, "ip-adapter-auto", model, 0.7)
@@ -118,7 +119,7 @@ def test_ip_adapter_unit_takes_the_first_free_slot(fake_controlnet):
 def test_an_ip_adapter_unit_without_image_is_filled_not_duplicated(fake_controlnet):
     mine = ControlNetUnit(enabled=True, module="ip-adapter_clip_sd15", model=MODELS[1], weight=0.5)
     p = processing([ControlNetUnit(), mine, ControlNetUnit()])
-    assert controlnet.use_image_as_ip_adapter_content(p, IMAGE, 1.0, controlnet.EXTENSION) == MODELS[1]
+    assert controlnet.use_image_as_ip_adapter_content(p, IMAGE, 1.0, extension.EXTENSION) == MODELS[1]
     filled = p.script_args[2]
     assert filled.model == MODELS[1] and filled.weight == 0.5 and filled.image.shape == (16, 24, 3)
     assert not p.script_args[1].enabled and not p.script_args[3].enabled
@@ -127,10 +128,10 @@ def test_an_ip_adapter_unit_without_image_is_filled_not_duplicated(fake_controln
 def test_ip_adapter_refusals_say_what_to_do(fake_controlnet, monkeypatch):
     busy = [ControlNetUnit(enabled=True, model=MODELS[0], image="x") for _ in range(3)]
     with pytest.raises(controlnet.ControlNetError, match="all 3 ControlNet units are in use"):
-        controlnet.use_image_as_ip_adapter_content(processing(busy), IMAGE, 1.0, controlnet.EXTENSION)
+        controlnet.use_image_as_ip_adapter_content(processing(busy), IMAGE, 1.0, extension.EXTENSION)
     monkeypatch.setattr(fake_controlnet, "get_models", lambda update=False: [MODELS[0]])
     with pytest.raises(controlnet.ControlNetError, match="ip-adapter-plus_sd15.safetensors"):
-        controlnet.use_image_as_ip_adapter_content(processing([ControlNetUnit()] * 3), IMAGE, 1.0, controlnet.EXTENSION)
+        controlnet.use_image_as_ip_adapter_content(processing([ControlNetUnit()] * 3), IMAGE, 1.0, extension.EXTENSION)
 
 
 def test_reference_write_pass_follows_controlnets_state(fake_controlnet):
@@ -138,7 +139,7 @@ def test_reference_write_pass_follows_controlnets_state(fake_controlnet):
         Read = "Read"
         Write = "Write"
 
-    writing = controlnet.EXTENSION.reference_write_pass(processing([]))
+    writing = extension.EXTENSION.reference_write_pass(processing([]))
     assert writing() is False  # before ControlNet hooked anything
     fake_controlnet.script.latest_network = types.SimpleNamespace(attention_auto_machine=AutoMachine.Write)
     assert writing() is True

@@ -14,7 +14,9 @@ import torch
 
 from i2v_adapter.hooks import BranchSettings, FirstFrameBranch, FirstFrameHooks, find_attn1_layers
 from i2v_adapter.layout import FrameLayout, Window
-from i2v_adapter.webui import forge
+from i2v_adapter.webui import host
+from i2v_adapter.webui.forge import animatediff_api
+from i2v_adapter.webui.forge import generation as forge
 
 import models
 from test_branch import naive_branch
@@ -211,28 +213,28 @@ class Unit:
 
 def test_animatediff_api_guard_passes_only_enabled_units_and_is_undone(monkeypatch):
     original = lambda p: "every unit, enabled or not"  # noqa: E731  (AnimateDiff 2.0.2-f in API mode)
-    monkeypatch.setitem(sys.modules, forge.ANIMATEDIFF_UI_MODULE, types.SimpleNamespace(get_controlnet_units=original))
+    monkeypatch.setitem(sys.modules, animatediff_api.ANIMATEDIFF_UI_MODULE, types.SimpleNamespace(get_controlnet_units=original))
     monkeypatch.setitem(sys.modules, "lib_controlnet", types.ModuleType("lib_controlnet"))
     monkeypatch.setitem(sys.modules, "lib_controlnet.external_code", types.SimpleNamespace(ControlNetUnit=Unit))
     controlnet = types.SimpleNamespace(title=lambda: "ControlNet", args_from=1, args_to=4)
     enabled = Unit(True, "image")
     p = types.SimpleNamespace(is_api=True, scripts=types.SimpleNamespace(alwayson_scripts=[controlnet]),
                               script_args=("other", {"enabled": False}, enabled, Unit(False)))
-    forge.guard_animatediff_api(p)
-    module = sys.modules[forge.ANIMATEDIFF_UI_MODULE]
+    animatediff_api.guard_animatediff_api(p)
+    module = sys.modules[animatediff_api.ANIMATEDIFF_UI_MODULE]
     assert module.get_controlnet_units(p) == [enabled]
     assert isinstance(p.script_args[1], Unit) and p.script_args[0] == "other"  # dicts became units in place
-    forge.guard_animatediff_api(p)  # idempotent
-    forge.sweep()
+    animatediff_api.guard_animatediff_api(p)  # idempotent
+    animatediff_api.sweep()
     assert module.get_controlnet_units is original
 
 
 def test_animatediff_api_guard_leaves_ui_requests_alone(monkeypatch):
     original = lambda p: []  # noqa: E731
-    monkeypatch.setitem(sys.modules, forge.ANIMATEDIFF_UI_MODULE, types.SimpleNamespace(get_controlnet_units=original))
-    forge.guard_animatediff_api(types.SimpleNamespace(is_api=False))
-    assert sys.modules[forge.ANIMATEDIFF_UI_MODULE].get_controlnet_units is original
+    monkeypatch.setitem(sys.modules, animatediff_api.ANIMATEDIFF_UI_MODULE, types.SimpleNamespace(get_controlnet_units=original))
+    animatediff_api.guard_animatediff_api(types.SimpleNamespace(is_api=False))
+    assert sys.modules[animatediff_api.ANIMATEDIFF_UI_MODULE].get_controlnet_units is original
 
 
 def test_host_is_a1111_without_forge_modules():
-    assert forge.host() == forge.A1111
+    assert host.host() == host.A1111

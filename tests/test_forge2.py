@@ -11,10 +11,10 @@ from PIL import Image
 from i2v_adapter.layout import FrameLayout
 from i2v_adapter.motion import animatediff_sigmas, context_windows
 from i2v_adapter.params import I2VParams, ParamsError
-from i2v_adapter.webui import forge2_motion
-from i2v_adapter.webui.forge2_params import MotionParams, formats_from_infotext, split_arguments
-from i2v_adapter.webui.forge2_video import write_outputs
-from i2v_adapter.webui.forge2_windows import window_wrapper
+from i2v_adapter.webui.forge2 import motion as forge2_motion
+from i2v_adapter.webui.forge2.params import MotionParams, formats_from_infotext, split_arguments
+from i2v_adapter.webui.forge2.video import write_outputs
+from i2v_adapter.webui.forge2.windows import window_wrapper
 
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_lossless_webp_keeps_every_pixel_and_quality_sets_the_rate_factor(tmp_pa
 
 
 def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
-    from i2v_adapter.webui import forge2_video
+    from i2v_adapter.webui.forge2 import video as forge2_video
 
     monkeypatch.setattr(forge2_video, "output_folder", lambda p: tmp_path)
     pictures = [Image.new("RGB", (8, 8), (30 * i, 0, 0)) for i in range(6)]
@@ -281,7 +281,8 @@ def test_one_video_per_batch_with_the_videos_first(tmp_path, monkeypatch):
 
 
 def test_an_xyz_plot_cell_keeps_its_first_picture_first(tmp_path, monkeypatch):
-    from i2v_adapter.webui import forge2_video, xyz
+    from i2v_adapter.webui import xyz
+    from i2v_adapter.webui.forge2 import video as forge2_video
 
     monkeypatch.setattr(forge2_video, "output_folder", lambda p: tmp_path)
     plot, other = (SimpleNamespace(title=lambda name=name: name) for name in ("X/Y/Z plot", "Prompt matrix"))

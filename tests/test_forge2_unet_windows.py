@@ -11,8 +11,8 @@ import motion_models as mm
 from i2v_adapter.hooks import FirstFrameHooks
 from i2v_adapter.layout import FrameLayout, Window
 from i2v_adapter.motion import block_inner_modifier, context_windows
-from i2v_adapter.webui.forge import first_frame_patches, transformer_key
-from i2v_adapter.webui.forge2_windows import window_wrapper
+from i2v_adapter.webui.forge.generation import first_frame_patches, transformer_key
+from i2v_adapter.webui.forge2.windows import window_wrapper
 from test_motion_forge2_unet import unets  # noqa: F401  (the fixture: Forge's UNet and the ldm one)
 
 FRAMES, CHUNKS = 8, 2

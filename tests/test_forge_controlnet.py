@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2v_adapter.webui import controlnet, forge, forge_controlnet
+from i2v_adapter.webui import controlnet
+from i2v_adapter.webui.forge import controlnet as forge_controlnet
+from i2v_adapter.webui.forge import generation as forge
 
 MODELS = ["None", "control_v11p_sd15_openpose [072d8c29]", "ip-adapter_sd15 [6a3f6166]",
           "ip-adapter-plus_sd15 [740d44d3]", "ip-adapter_sdxl [5e6f7a8b]", "ip-adapter-plus_sdxl_vit-h [00aa11bb]"]

@@ -126,7 +126,7 @@ def test_forges_memory_manager_lets_go_of_a_motion_module_the_cache_dropped(tmp_
     monkeypatch.setattr(sys, "path", sys.path + [os.environ["I2V_NEW_FORGE_DIR"]])
     from backend import memory_management
 
-    from i2v_adapter.webui import forge2_motion
+    from i2v_adapter.webui.forge2 import motion as forge2_motion
 
     files = {}
     for version in ("v2", "v3"):

@@ -41,7 +41,8 @@ def _animatediff_request(batch_size: int, video_length: int):
 
 def test_animatediff_that_failed_to_start_is_named_not_the_frame_count():
     import pytest
-    from i2v_adapter.webui.a1111 import I2VAdapterError, check_request
+    from i2v_adapter.webui.generation import check_request
+    from i2v_adapter.webui.lifecycle import I2VAdapterError
 
     with pytest.raises(I2VAdapterError, match="AnimateDiff did not start its 8-frame video") as caught:
         check_request(_animatediff_request(batch_size=1, video_length=8), None)

@@ -57,7 +57,7 @@ def test_pose_batch_with_context_windows(forge, motion_module, image, reference_
     body = with_units(i2v_img2img(motion_module, image, 16, 8), pose_unit(controlnet_models["pose"], pose_folder))
     response = forge.post("/sdapi/v1/img2img", body)
     if forge_classic():
-        from i2v_adapter.webui.forge_controlnet import NO_FOLDERS
+        from i2v_adapter.webui.forge.controlnet import NO_FOLDERS
 
         print(f"Forge Classic, pose folder: HTTP {response.status_code} {response.text[:200]}")
         assert response.status_code == 422 and response.json()["detail"] == NO_FOLDERS

@@ -1,4 +1,12 @@
-"""The only code that imports the WebUI, AnimateDiff or ControlNet."""
+"""The only code that imports the WebUI, AnimateDiff or ControlNet.
+
+Shared by every host: ``lifecycle`` (parse, check, begin, refuse, sweep), ``generation`` (one I2V generation),
+``host`` (which WebUI this is), ``animatediff`` (sd-webui-animatediff's settings and windows), ``controlnet``
+(what both ControlNets offer), the panel (``ui``, ``preview``, ``send_to``, ``page``), ``settings``,
+``model_files``, ``refusal`` and ``xyz``. One folder per host: ``a1111`` (forward hooks, sd-webui-controlnet),
+``forge`` (the classic Forge family: UnetPatcher patches, the built-in ControlNet, AnimateDiff's forge branch)
+and ``forge2`` (Forge 2: our own motion modules, motion LoRAs, windows, the video files, the motion section).
+"""
 import logging
 import sys
 

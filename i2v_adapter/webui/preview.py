@@ -32,9 +32,9 @@ def _size(value, fallback: int) -> int:
 
 def encoder(sd_model, width: int, height: int, resize_mode: int):
     """Image -> z0 as the generation computes it (resize as img2img does, posterior mean, scaled)."""
-    from . import forge
+    from . import host
 
-    if forge.host() == forge.NEW_FORGE:
+    if host.host() == host.NEW_FORGE:
         from .forge2 import encode_posterior_mean
     else:
         from .a1111 import encode_posterior_mean

@@ -46,9 +46,9 @@ def _slider(name: str, elem_prefix: str, **kwargs):
 
 
 def _hint(is_img2img: bool) -> str:
-    from . import forge
+    from . import host
 
-    if forge.host() == forge.NEW_FORGE:  # its own motion modules, not AnimateDiff's panel
+    if host.host() == host.NEW_FORGE:  # its own motion modules, not AnimateDiff's panel
         return HINT_FORGE2
     return HINT_IMG2IMG if is_img2img else HINT_TXT2IMG
 

@@ -10,8 +10,8 @@ import ntpath
 import os
 from dataclasses import dataclass, field, fields
 
-from ..motion.windows import LOOP, LOOP_EVERY_STRIDE, LOOP_MODES, LOOP_OFF, LOOP_WITH_PROMPTS
-from ..params import INFOTEXT_PREFIX, I2VParams, Knob, ParamsError
+from ...motion.windows import LOOP, LOOP_EVERY_STRIDE, LOOP_MODES, LOOP_OFF, LOOP_WITH_PROMPTS
+from ...params import INFOTEXT_PREFIX, I2VParams, Knob, ParamsError
 
 FORMATS = ("GIF", "MP4", "WEBM", "WEBP", "PNG")
 FROM_A_PICTURE = "from a picture"

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..layout import FrameLayout, Window
+from ...layout import FrameLayout, Window
 
 
 def _rows_of(chunks: int, frames: int, window: Sequence[int]) -> torch.Tensor:

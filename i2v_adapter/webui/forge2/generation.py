@@ -1,10 +1,10 @@
 """Forge 2 (``backend/``): one I2V generation with this extension's own motion module.
 
 Forge 2 has no AnimateDiff, so the extension is its own: the video settings come from the panel's motion
-section (:mod:`forge2_params`), ``p.batch_size`` becomes the frame count before the WebUI lays out its
+section (:mod:`.params`), ``p.batch_size`` becomes the frame count before the WebUI lays out its
 batches, and each sampling gets a UnetPatcher clone with the first-frame branch (as on classic Forge)
-plus the motion module (:mod:`forge2_motion`) with its motion LoRAs (:mod:`forge2_motion_lora`), windows
-for long videos (:mod:`forge2_windows`) and AnimateDiff's noise schedule, which is put back on every path.
+plus the motion module (:mod:`.motion`) with its motion LoRAs (:mod:`.motion_lora`), windows
+for long videos (:mod:`.windows`) and AnimateDiff's noise schedule, which is put back on every path.
 "Motion only" makes the same video without a picture or branch. The video is written in ``postprocess``.
 """
 from __future__ import annotations
@@ -15,22 +15,26 @@ import os
 import numpy as np
 import torch
 
-from ..motion import MotionModuleError, check_unet_fits, context_windows
-from ..layout import FrameLayout
-from ..motion.windows import LOOP_EVERY_STRIDE, LOOP_WITH_PROMPTS
-from ..pipeline.video import missing_writer
-from ..prompt_travel import PromptTravel, PromptTravelError, travelled_conditioning
-from ..params import INFOTEXT_PREFIX, I2VParams, ParamsError
-from . import a1111, forge, forge2_motion, forge2_motion_lora, forge2_video, forge2_windows, xyz
-from .animatediff import VideoGeometry
-from .forge2_params import MotionParams, split_arguments
+from ...layout import FrameLayout
+from ...motion import MotionModuleError, check_unet_fits, context_windows
+from ...motion.windows import LOOP_EVERY_STRIDE, LOOP_WITH_PROMPTS
+from ...params import INFOTEXT_PREFIX, I2VParams, ParamsError
+from ...pipeline.video import missing_writer
+from ...prompt_travel import PromptTravel, PromptTravelError, travelled_conditioning
+from .. import lifecycle, xyz
+from ..animatediff import VideoGeometry
+from ..forge.generation import ForgeGeneration
+from ..lifecycle import I2VAdapterError
+from . import motion as motion_modules
+from . import motion_lora, video, windows
+from .params import MotionParams, split_arguments
 
 log = logging.getLogger("i2v_adapter")
 
 
 def parse_arguments(args) -> tuple[I2VParams, MotionParams]:
     i2v_args, motion = split_arguments(args)
-    return a1111.parse_arguments(i2v_args), motion
+    return lifecycle.parse_arguments(i2v_args), motion
 
 
 def before_process(p, args) -> None:
@@ -46,13 +50,13 @@ def before_process(p, args) -> None:
 def check_video(p, params: I2VParams, motion: MotionParams) -> VideoGeometry:
     """What can be refused before anything loads; the geometry with the requested window."""
     if getattr(p, "enable_hr", False):
-        raise a1111.I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off "
+        raise I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off "
                                     "(upscale the video afterwards).")
-    reason = forge2_motion.refusal(p.sd_model)
+    reason = motion_modules.refusal(p.sd_model)
     if reason:
-        raise a1111.I2VAdapterError(reason)
+        raise I2VAdapterError(reason)
     if int(p.batch_size) != motion.frames:
-        raise a1111.I2VAdapterError(f"I2V-Adapter: the batch size ({p.batch_size}) is not the number of frames "
+        raise I2VAdapterError(f"I2V-Adapter: the batch size ({p.batch_size}) is not the number of frames "
                                     f"({motion.frames}); another script changed it.")
     context = motion.context_length or motion.frames
     return VideoGeometry(frames=motion.frames, video_length=motion.frames, context_length=min(context, motion.frames))
@@ -64,7 +68,7 @@ def begin(p, params: I2VParams, motion: MotionParams):
             return MotionOnlyGeneration(p, geometry, motion)
         return Forge2Generation(p, params, geometry, motion)
 
-    return a1111.begin(p, params, generation, check=lambda p, params: check_video(p, params, motion))
+    return lifecycle.begin(p, params, generation, check=lambda p, params: check_video(p, params, motion))
 
 
 class MotionVideo:
@@ -74,38 +78,38 @@ class MotionVideo:
     def __init__(self, p, motion: MotionParams, frames: int):
         self.params = motion
         self.frames = frames
-        missing = missing_writer([forge2_video.SUFFIXES[name] for name in motion.formats])
+        missing = missing_writer([video.SUFFIXES[name] for name in motion.formats])
         if missing:
-            raise a1111.I2VAdapterError(
+            raise I2VAdapterError(
                 f"I2V-Adapter: MP4 and WEBM need the {missing} package, which this WebUI's Python lacks: restart the "
                 f"WebUI without --skip-install so that the extension's install step adds it (or pip install {missing} "
                 f"into its Python), or choose GIF or WEBP.")
         self.path = ""
         try:
-            self.path = forge2_motion.find(motion.motion_module)
-            self.module = forge2_motion.cached_motion_module(self.path)
+            self.path = motion_modules.find(motion.motion_module)
+            self.module = motion_modules.cached_motion_module(self.path)
         except MotionModuleError as error:
             # The reader names the file by its path; the server's folders are no business of the client.
             message = str(error).replace(self.path, self.name) if self.path else str(error)
-            raise a1111.I2VAdapterError(message) from None
+            raise I2VAdapterError(message) from None
         try:  # e.g. an SD1.5-sized checkpoint of another layout: refused before anything is patched
             check_unet_fits(p.sd_model.forge_objects.unet.model.diffusion_model, self.module.slots())
         except ValueError as error:
-            raise a1111.I2VAdapterError(f"I2V-Adapter: {error}.") from None
+            raise I2VAdapterError(f"I2V-Adapter: {error}.") from None
         limit = self.module.max_frames
         if motion.context_length > limit:
-            raise a1111.I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
+            raise I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
                                         f"this motion module's {limit} frames: set it to {limit} or less.")
         self.context = min(motion.context_length or limit, limit, frames)
         if self.context < frames and motion.context_overlap >= self.context:
-            raise a1111.I2VAdapterError(f"I2V-Adapter: the context overlap ({motion.context_overlap}) must be less "
+            raise I2VAdapterError(f"I2V-Adapter: the context overlap ({motion.context_overlap}) must be less "
                                         f"than the context length ({self.context}).")
         self.windows = context_windows(frames, self.context, motion.context_overlap, motion.closed_loop)
-        self.loras = forge2_motion_lora.load_all(motion.motion_lora, self.module, self.name)
+        self.loras = motion_lora.load_all(motion.motion_lora, self.module, self.name)
         self.travel = _prompt_travel(getattr(p, "main_prompt", None) or p.prompt, frames)
         self.loop_prompts = motion.closed_loop in (LOOP_WITH_PROMPTS, LOOP_EVERY_STRIDE)
         self._whole_prompts: list[str] | None = None
-        self.schedule = forge2_motion.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model)
+        self.schedule = motion_modules.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model)
 
     @property
     def name(self) -> str:
@@ -114,7 +118,7 @@ class MotionVideo:
     def start(self, p, undo: list) -> None:
         undo.append(self.schedule.restore)
         if self.loras:
-            undo.append(forge2_motion_lora.apply(self.module, self.loras))
+            undo.append(motion_lora.apply(self.module, self.loras))
         p.extra_generation_params.update(self.params.infotext())
         p.extra_generation_params["I2V-Adapter motion module"] = self.name
 
@@ -149,21 +153,21 @@ class MotionVideo:
         return sample_with_schedule
 
     def patch(self, unet, layout) -> None:
-        forge2_motion.add_motion_module(unet, self.module)
+        motion_modules.add_motion_module(unet, self.module)
         if len(self.windows) > 1:
             previous = unet.model_options.get("model_function_wrapper")
-            unet.set_model_unet_function_wrapper(forge2_windows.window_wrapper(self.windows, self.frames, layout, previous))
+            unet.set_model_unet_function_wrapper(windows.window_wrapper(self.windows, self.frames, layout, previous))
         self.schedule.apply()
 
     def write(self, p, processed) -> None:
-        forge2_video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p))
+        video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p))
 
 
 def _prompt_travel(prompt, frames: int) -> PromptTravel | None:
     try:
         return PromptTravel.parse(prompt, frames) if isinstance(prompt, str) else None
     except PromptTravelError as error:
-        raise a1111.I2VAdapterError(str(error)) from None
+        raise I2VAdapterError(str(error)) from None
 
 
 def _per_frame(cond, frames: int, change):
@@ -179,7 +183,7 @@ def _per_frame(cond, frames: int, change):
     return cond
 
 
-class Forge2Generation(forge.ForgeGeneration):
+class Forge2Generation(ForgeGeneration):
     """A classic-Forge generation that also brings the motion module, its schedule and the video."""
 
     def __init__(self, p, params: I2VParams, geometry: VideoGeometry, motion: MotionParams):
@@ -212,7 +216,7 @@ class Forge2Generation(forge.ForgeGeneration):
         self.video.write(self.p, processed)
 
 
-class MotionOnlyGeneration(a1111.Lifecycle):
+class MotionOnlyGeneration(lifecycle.Lifecycle):
     """A plain AnimateDiff video on Forge 2: the motion module on a UnetPatcher clone, no picture, no branch.
 
     txt2img starts every frame from its own noise; img2img from the WebUI's init latent, the picture noised

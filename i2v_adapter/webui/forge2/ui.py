@@ -9,9 +9,10 @@ from dataclasses import fields
 
 import gradio as gr
 
-from ..params import INFOTEXT_PREFIX
-from . import forge2_motion, forge2_motion_lora
-from .forge2_params import (FORMATS, FROM_A_PICTURE, LOOP_LABELS, MOTION_ONLY, MotionParams, formats_from_infotext,
+from ...params import INFOTEXT_PREFIX
+from . import motion as motion_modules
+from . import motion_lora
+from .params import (FORMATS, FROM_A_PICTURE, LOOP_LABELS, MOTION_ONLY, MotionParams, formats_from_infotext,
                             motion_lora_text)
 
 HINT = ("This Forge has no AnimateDiff: I2V-Adapter brings its own. Choose an AnimateDiff SD1.5 motion module "
@@ -79,7 +80,7 @@ class MotionSection:
         with gr.Group(elem_id=f"{prefix}_motion"):
             gr.Markdown(HINT)
             with gr.Row():
-                choices = forge2_motion.names()
+                choices = motion_modules.names()
                 self.motion_module = gr.Dropdown(choices=choices, value=choices[0] if choices else None,
                                                  label=MotionParams.knob("motion_module").label,
                                                  info=MotionParams.knob("motion_module").help,
@@ -98,7 +99,7 @@ class MotionSection:
                 self.motion_lora = gr.Textbox(value="", label=MotionParams.knob("motion_lora").label,
                                               placeholder="v2_lora_ZoomIn.ckpt:0.8, v2_lora_PanLeft.ckpt:0.5",
                                               elem_id=f"{prefix}_motion_lora", scale=3)
-                self.lora_picker = gr.Dropdown(choices=forge2_motion_lora.names(), value=None, label="Add a motion LoRA",
+                self.lora_picker = gr.Dropdown(choices=motion_lora.names(), value=None, label="Add a motion LoRA",
                                                elem_id=f"{prefix}_motion_lora_picker", scale=2)
                 lora_refresh = ToolButton(value="\U0001f504", elem_id=f"{prefix}_motion_lora_refresh")
             self.formats = gr.CheckboxGroup(choices=list(FORMATS), value=list(MotionParams().formats),
@@ -107,8 +108,8 @@ class MotionSection:
                 self.quality = _slider("quality", prefix)
                 self.webp_lossless = gr.Checkbox(value=False, label=MotionParams.knob("webp_lossless").label,
                                                  elem_id=f"{prefix}_webp_lossless")
-        refresh.click(fn=lambda: gr.update(choices=forge2_motion.names()), inputs=[], outputs=[self.motion_module])
-        lora_refresh.click(fn=lambda: gr.update(choices=forge2_motion_lora.names()), inputs=[],
+        refresh.click(fn=lambda: gr.update(choices=motion_modules.names()), inputs=[], outputs=[self.motion_module])
+        lora_refresh.click(fn=lambda: gr.update(choices=motion_lora.names()), inputs=[],
                            outputs=[self.lora_picker])
         self.lora_picker.change(fn=_add_lora, inputs=[self.motion_lora, self.lora_picker],
                                 outputs=[self.motion_lora, self.lora_picker], show_progress=False)

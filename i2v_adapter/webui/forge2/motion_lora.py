@@ -8,9 +8,9 @@ import os
 
 from torch import nn
 
-from ..motion.lora import MotionLora, MotionLoraError, check_fits, load_motion_lora, merge_motion_loras
-from . import a1111
-from .forge2_motion import EXTENSIONS
+from ...motion.lora import MotionLora, MotionLoraError, check_fits, load_motion_lora, merge_motion_loras
+from ..lifecycle import I2VAdapterError
+from .motion import EXTENSIONS
 
 log = logging.getLogger("i2v_adapter")
 
@@ -48,13 +48,13 @@ def load_all(chosen, module: nn.Module, module_name: str) -> list[tuple[MotionLo
         path = files.get(os.path.basename(name))
         if path is None:
             known = ", ".join(files) or "none found"
-            raise a1111.I2VAdapterError(f"I2V-Adapter: no motion LoRA named '{name}' in models/AnimateDiff/lora "
+            raise I2VAdapterError(f"I2V-Adapter: no motion LoRA named '{name}' in models/AnimateDiff/lora "
                                         f"(available: {known}).")
         try:
             lora = load_motion_lora(path)
             check_fits(lora, module, module_name)
         except MotionLoraError as error:
-            raise a1111.I2VAdapterError(f"I2V-Adapter: {str(error).replace(path, name)}.") from None
+            raise I2VAdapterError(f"I2V-Adapter: {str(error).replace(path, name)}.") from None
         loras.append((lora, strength))
     return loras
 

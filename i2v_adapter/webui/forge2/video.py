@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pipeline.video import write_video
-from .forge2_params import MotionParams
+from ...pipeline.video import write_video
+from .params import MotionParams
 
 log = logging.getLogger("i2v_adapter")
 

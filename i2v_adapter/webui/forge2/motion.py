@@ -17,7 +17,7 @@ from threading import Lock
 
 import torch
 
-from ..motion import MotionModule, MotionModuleError, animatediff_sigmas, block_inner_modifier, group_norm_wrapper, load_motion_module
+from ...motion import MotionModule, MotionModuleError, animatediff_sigmas, block_inner_modifier, group_norm_wrapper, load_motion_module
 
 log = logging.getLogger("i2v_adapter")
 

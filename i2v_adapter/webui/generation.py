@@ -1,9 +1,9 @@
-"""One I2V generation in A1111: validation, wrappers of p, sampler callbacks, cleanup.
+"""One I2V generation on any host: the picture, the adapter weights, the first-frame branch, frame 0's latent,
+the prior, and the sampler callbacks that keep frame 0 clean.
 
-Exceptions raised in Script methods are caught by the WebUI, which then generates
-without us. To stop a generation with a message, the error is raised from a wrapper
-of ``p.init``, which the WebUI calls outside its script guards; as an HTTPException it
-reaches API clients as a clean 422 with the sentence, and the UI shows it in red.
+The host conventions are left to each host's subclass (``a1111.generation``, ``forge.generation``, and
+Forge 2's on top of classic Forge's): how the branch is installed, whether a sampler works in timesteps,
+where frame 0's rows are in the denoiser's input, and which ControlNet serves the picture.
 """
 from __future__ import annotations
 
@@ -11,65 +11,21 @@ import logging
 
 import numpy as np
 import torch
-from fastapi import HTTPException
 
-from ..weights.adapter import WeightsError
 from ..anchor import clean_denoised, clean_model_input
 from ..color import match_video_colors
-from ..hooks import FirstFrameHooks, remove_all_hooks
+from ..hooks import FirstFrameHooks
 from ..image_input import ImageInputError, picture_from_value, to_rgb8
 from ..layout import FrameLayout, Window
-from ..params import I2VParams, ParamsError
+from ..params import I2VParams
 from ..prior import frame_similarity_prior
+from ..weights.adapter import WeightsError
 from ..weights.cache import cached_adapter_weights
-from . import animatediff, controlnet, model_files, refusal
+from . import animatediff, controlnet, model_files
+from .controlnet import ControlNetHost
+from .lifecycle import I2VAdapterError, Lifecycle, stop_with_message
 
 log = logging.getLogger("i2v_adapter")
-
-
-class I2VAdapterError(HTTPException):
-    """Stops a generation; the message is one sentence for the user."""
-
-    def __init__(self, message: str):
-        super().__init__(status_code=422, detail=message)
-
-    def __str__(self) -> str:
-        return self.detail
-
-
-_active: "Generation | None" = None
-
-
-def active_generation() -> "Generation | None":
-    return _active
-
-
-def sweep(unet=None) -> None:
-    """Remove everything any earlier generation may have left: hooks, wrappers, state."""
-    if _active is not None:
-        _active.stop()
-    remove_all_hooks(*([unet] if unet is not None else []))
-    animatediff.restore_stale_scheduler()
-
-
-STOP_MESSAGE = "i2v_adapter_stop_message"
-
-
-def stop_with_message(p, message: str) -> None:
-    """Make the generation fail with ``message`` as soon as the WebUI initialises it (first message wins)."""
-    if getattr(p, STOP_MESSAGE, None):
-        return
-    setattr(p, STOP_MESSAGE, message)
-    original_init = p.init
-
-    def init(*args, **kwargs):
-        p.init = original_init
-        if refusal.end_without_pictures(p, message):
-            return
-        raise I2VAdapterError(message)
-
-    p.init = init
-    log.error(message)
 
 
 def _unet(p):
@@ -91,85 +47,10 @@ def _user_image(p, params: I2VParams):
     return to_rgb8(image)
 
 
-def check_request(p, params: I2VParams):
-    """Everything that can be refused before sampling; returns the video geometry."""
-    geometry = animatediff.geometry(p)
-    if geometry is None:
-        hint = "" if animatediff.installed(p) else " (install the sd-webui-animatediff extension)"
-        raise I2VAdapterError(f"I2V-Adapter makes videos with AnimateDiff: enable AnimateDiff{hint}.")
-    if geometry.video_length >= 2 and geometry.frames < 2:
-        # AnimateDiff's before_process sets the batch to the frame count; it did not, so its setup failed
-        raise I2VAdapterError(f"I2V-Adapter: AnimateDiff did not start its {geometry.video_length}-frame video (its motion "
-                              "module failed to load, e.g. an SD1.5 module with an SDXL checkpoint: the console says why).")
-    if geometry.frames < 2 or geometry.video_length < 2:
-        raise I2VAdapterError("I2V-Adapter needs a video of at least 2 frames: set AnimateDiff's number of frames to 8 or more.")
-    if getattr(p, "enable_hr", False):
-        raise I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off (upscale the video afterwards).")
-    return geometry
-
-
-class Lifecycle:
-    """What every generation shares: being the active one, wrappers of ``p``, and an undo list that
-    :meth:`stop` runs whatever happened. The sampler callbacks do nothing unless a subclass needs them."""
-
-    def __init__(self, p):
-        self.p = p
-        self._undo = []
-
-    def activate(self) -> None:
-        global _active
-        _active = self
-        self._wrap(self.p, "close", self._close)
-
-    def stop(self) -> None:
-        global _active
-        while self._undo:
-            try:
-                self._undo.pop()()
-            except Exception:  # cleanup must go on whatever one step did
-                log.exception("I2V-Adapter: cleanup step failed")
-        if _active is self:
-            _active = None
-
-    def _wrap(self, obj, name: str, make_wrapper) -> None:
-        had_own = name in vars(obj)
-        original = getattr(obj, name)
-        setattr(obj, name, make_wrapper(original))
-
-        def undo():
-            if had_own:
-                setattr(obj, name, original)
-            else:
-                vars(obj).pop(name, None)
-
-        self._undo.append(undo)
-
-    def _close(self, original):
-        def close(*args, **kwargs):
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.stop()
-
-        return close
-
-    def on_cfg_denoiser(self, params) -> None:
-        pass
-
-    def on_cfg_after_cfg(self, params) -> None:
-        pass
-
-    def post_sample(self, samples: torch.Tensor) -> None:
-        pass
-
-    def match_colors(self, images: list) -> list:
-        return images
-
-
 class Generation(Lifecycle):
     """State and wrappers of one I2V generation; stop() undoes everything, whatever happened."""
 
-    controlnet: controlnet.ControlNetHost = controlnet.EXTENSION
+    controlnet: ControlNetHost  # the host's ControlNet, set by each host's subclass
 
     def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
         super().__init__(p)
@@ -211,9 +92,8 @@ class Generation(Lifecycle):
         self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
 
     def install_branches(self) -> None:
-        """Add the first-frame branch to every attn1 (A1111: forward hooks; other hosts override this)."""
-        self.hooks.install()
-        self._undo.append(self.hooks.remove)
+        """Add the first-frame branch to every attn1, the host's way."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         if self._undo:
@@ -257,20 +137,12 @@ class Generation(Lifecycle):
             params.x = clean_model_input(params.x, self.z0, rows, sigma)
 
     def is_timestep_sampler(self, denoiser) -> bool:
-        """DDIM/PLMS/UniPC: inputs are not scaled by sigma and on_cfg_after_cfg sees eps, not x0."""
-        from modules.sd_samplers_timesteps import CFGDenoiserTimesteps
-
-        return isinstance(denoiser, CFGDenoiserTimesteps)
+        """Whether the sampler works in timesteps (inputs not scaled by sigma, eps after cfg), the host's way."""
+        raise NotImplementedError
 
     def model_input_first_frame_rows(self, params) -> tuple[list[int], torch.Tensor | None]:
-        """Rows of frame 0 in the denoiser's input, and the sigmas to scale z0 by (None: timestep samplers).
-
-        A1111 doubles the batch: [cond frames | uncond frames].
-        """
-        rows, frames = len(params.x), self.geometry.frames
-        if rows < frames:
-            return [], None
-        return ([0] if rows == frames else [0, rows - frames]), (None if self.timestep_sampler else params.sigma)
+        """Rows of frame 0 in the denoiser's input, and the sigmas to scale z0 by (None: timestep samplers)."""
+        raise NotImplementedError
 
     def on_cfg_after_cfg(self, params) -> None:
         # k-diffusion: x is the denoised (x0) prediction; timestep samplers pass eps here: leave it.
@@ -292,6 +164,23 @@ class Generation(Lifecycle):
         ]
 
 
+def check_request(p, params: I2VParams):
+    """What hosts with sd-webui-animatediff (A1111, classic Forge) refuse before sampling; the video geometry."""
+    geometry = animatediff.geometry(p)
+    if geometry is None:
+        hint = "" if animatediff.installed(p) else " (install the sd-webui-animatediff extension)"
+        raise I2VAdapterError(f"I2V-Adapter makes videos with AnimateDiff: enable AnimateDiff{hint}.")
+    if geometry.video_length >= 2 and geometry.frames < 2:
+        # AnimateDiff's before_process sets the batch to the frame count; it did not, so its setup failed
+        raise I2VAdapterError(f"I2V-Adapter: AnimateDiff did not start its {geometry.video_length}-frame video (its motion "
+                              "module failed to load, e.g. an SD1.5 module with an SDXL checkpoint: the console says why).")
+    if geometry.frames < 2 or geometry.video_length < 2:
+        raise I2VAdapterError("I2V-Adapter needs a video of at least 2 frames: set AnimateDiff's number of frames to 8 or more.")
+    if getattr(p, "enable_hr", False):
+        raise I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off (upscale the video afterwards).")
+    return geometry
+
+
 def encode_posterior_mean(p, image) -> torch.Tensor:
     """z0 at the generation size: the VAE posterior's mean, so frame 0 is the same for every seed.
 
@@ -311,7 +200,7 @@ def encode_posterior_mean(p, image) -> torch.Tensor:
     return (mean * p.sd_model.scale_factor).to(device=devices.device, dtype=torch.float32)
 
 
-def prepare_controlnet(p, params: I2VParams, host: controlnet.ControlNetHost = controlnet.EXTENSION) -> None:
+def prepare_controlnet(p, params: I2VParams, host: ControlNetHost) -> None:
     """Before any script's before_process: ControlNet units from the API, and the IP-Adapter unit."""
     try:
         converted = host.convert_api_units(p)
@@ -325,30 +214,4 @@ def prepare_controlnet(p, params: I2VParams, host: controlnet.ControlNetHost = c
         log.exception("I2V-Adapter could not prepare the ControlNet units")
         stop_with_message(p, f"I2V-Adapter could not prepare the ControlNet units: {error}")
 
-
-def begin(p, params: I2VParams, generation_class: type[Generation] = Generation,
-          check=check_request) -> Generation | None:
-    """Validate and start a generation; on bad input make the generation stop with the message."""
-    if getattr(p, STOP_MESSAGE, None):
-        return None
-    try:
-        generation = generation_class(p, params, check(p, params))
-        generation.start()
-        return generation
-    except I2VAdapterError as error:
-        stop_with_message(p, error.detail)
-    except (ImageInputError, ParamsError) as error:
-        stop_with_message(p, str(error))
-    except Exception as error:  # never let a failure silently turn into a plain generation
-        log.exception("I2V-Adapter could not start")
-        stop_with_message(p, f"I2V-Adapter could not start: {error}")
-    sweep()
-    return None
-
-
-def parse_arguments(args) -> I2VParams:
-    """The script's arguments: one dict (API) or the UI values in field order."""
-    if args and isinstance(args[0], dict):
-        return I2VParams.from_dict(args[0])
-    return I2VParams.from_args(args)
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .controlnet import ControlNetError, ControlNetHost, replace_units
+from ..controlnet import ControlNetError, ControlNetHost, replace_units
 
 # Forge's CLIP vision preprocessors for IP-Adapter: bigG only for SDXL models made for it.
 CLIP_H, CLIP_BIG_G = "CLIP-ViT-H (IPAdapter)", "CLIP-ViT-bigG (IPAdapter)"

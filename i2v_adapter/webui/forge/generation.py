@@ -1,4 +1,4 @@
-"""Forge: which Forge this is, the first-frame branch as UnetPatcher patches, and Forge's sampler conventions.
+"""Classic Forge: the first-frame branch as UnetPatcher patches, and Forge's sampler conventions.
 
 Classic Forge (and its ``ldm_patched`` descendants reForge and Forge Classic) gets the same generation as
 A1111, with three differences:
@@ -9,45 +9,22 @@ A1111, with three differences:
   forward hook on it. The clone is dropped by Forge after sampling: nothing to undo.
 - Forge batches [uncond | cond] in the order of ``transformer_options["cond_or_uncond"]``, and
   ``on_cfg_denoiser`` sees the frames once (not doubled) with real sigmas for every sampler.
-- sd-webui-animatediff's forge branch drops API requests on the floor (see :func:`guard_animatediff_api`).
+- sd-webui-animatediff's forge branch drops API requests on the floor (see ``animatediff_api``).
 
 Forge 2 (``backend/``) has no AnimateDiff: there the extension brings its own motion module (``forge2``),
 on top of the same first-frame patches.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from functools import lru_cache
 
 import torch
 from torch import nn
 
-from ..weights.adapter import AdapterWeights, LayerWeights
-from ..hooks import FirstFrameBranch
-from . import a1111, forge_controlnet
-
-A1111, CLASSIC_FORGE, NEW_FORGE = "a1111", "forge", "new-forge"
-
-
-def _importable(name: str) -> bool:
-    """Whether ``name`` can be imported, found without running it (Forge's modules probe the GPU on import)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except Exception:  # the parent package is missing or fails to import
-        return False
-
-
-@lru_cache(maxsize=None)
-def host() -> str:
-    """``forge`` (ldm_patched: classic Forge, reForge, Forge Classic), ``new-forge`` (backend/) or ``a1111``."""
-    if _importable("modules_forge.unet_patcher") and _importable("ldm_patched.modules.model_patcher"):
-        return CLASSIC_FORGE
-    if _importable("backend.patcher.unet"):
-        return NEW_FORGE
-    return A1111
-
+from ...hooks import FirstFrameBranch
+from ...weights.adapter import AdapterWeights, LayerWeights
+from ..generation import Generation
+from . import controlnet as forge_controlnet
 
 # -- where a patch call is --------------------------------------------------------------------------
 
@@ -136,7 +113,7 @@ class AdapterModule(nn.Module):
 
 # -- one generation -----------------------------------------------------------------------------------
 
-class ForgeGeneration(a1111.Generation):
+class ForgeGeneration(Generation):
     """An A1111 generation whose branches live in UnetPatcher clones and whose callbacks speak Forge."""
 
     controlnet = forge_controlnet.BUILTIN
@@ -165,36 +142,3 @@ class ForgeGeneration(a1111.Generation):
     def model_input_first_frame_rows(self, params) -> tuple[list[int], torch.Tensor | None]:
         # Forge hands the frames over once (not doubled): frame 0 is row 0.
         return ([0] if len(params.x) == self.geometry.frames else []), params.sigma
-
-
-# -- sd-webui-animatediff forge/master and API requests -----------------------------------------------
-
-ANIMATEDIFF_UI_MODULE = "scripts.animatediff_ui"
-_GUARD_TAG = "i2v_adapter_original"
-
-
-def guard_animatediff_api(p) -> None:
-    """Make AnimateDiff (forge/master, 2.0.2-f) see only enabled ControlNet units in this API request.
-
-    In API requests it passes every ControlNet unit on, enabled or not; Forge's API fills the unit slots
-    with disabled defaults, AnimateDiff then asks for a control video, its setup fails, and the request
-    quietly returns plain images. Called only for requests with I2V-Adapter on; undone by :func:`sweep`.
-    """
-    module = sys.modules.get(ANIMATEDIFF_UI_MODULE)
-    current = getattr(module, "get_controlnet_units", None)
-    if current is None or not getattr(p, "is_api", False) or hasattr(current, _GUARD_TAG):
-        return
-
-    def get_controlnet_units(p):
-        return forge_controlnet.enabled_units(p)
-
-    setattr(get_controlnet_units, _GUARD_TAG, current)
-    module.get_controlnet_units = get_controlnet_units
-
-
-def sweep() -> None:
-    """Undo :func:`guard_animatediff_api` (a no-op where it was never applied)."""
-    module = sys.modules.get(ANIMATEDIFF_UI_MODULE)
-    original = getattr(getattr(module, "get_controlnet_units", None), _GUARD_TAG, None)
-    if original is not None:
-        module.get_controlnet_units = original

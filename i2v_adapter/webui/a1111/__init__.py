@@ -1,0 +1,1 @@
+"""A1111 with sd-webui-animatediff and sd-webui-controlnet."""
