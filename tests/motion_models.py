@@ -82,7 +82,7 @@ def original_state_dict(version: str = "v2", seed: int | None = None) -> dict:
 def diffusers_motion_adapter(motion: MotionModule):
     from diffusers import MotionAdapter
 
-    from i2v_adapter.pipeline.motion_module import convert_motion_module
+    from i2v_adapter.motion.diffusers_layout import convert_motion_module
 
     adapter = MotionAdapter(block_out_channels=motion.channels, motion_layers_per_block=2,
                             motion_num_attention_heads=8, motion_norm_num_groups=32,

@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 import motion_models as mm
 from i2v_adapter.motion import MotionModule, MotionModuleError, load_motion_module, motion_module_from_tensors
-from i2v_adapter.pipeline.motion_module import convert_motion_module
+from i2v_adapter.motion.diffusers_layout import convert_motion_module
 
 SD15_V1_TENSORS = 20 * 28  # 20 temporal modules of 28 tensors each
 

@@ -21,7 +21,7 @@ PACKAGE = "i2v_adapter"
 _NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "build", "dist",
                                       "*.egg-info", "outputs")
 # Modules that may use the optional extras; the rest of the engine needs the core dependencies only.
-_EXTRA_USERS = ("pipeline/", "pipeline_cli.py", "train/")
+_EXTRA_USERS = ("pipeline/", "pipeline_cli.py", "train/", "motion/diffusers_layout.py")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from i2v_adapter.hooks import FirstFrameHooks, installed_hook_count
 from i2v_adapter.layout import FrameLayout
 from i2v_adapter.pipeline.generate import official_size
 from i2v_adapter.pipeline.loading import load_model_parts
-from i2v_adapter.pipeline.motion_module import convert_motion_module, motion_adapter_from_state_dict
+from i2v_adapter.motion.diffusers_layout import convert_motion_module, motion_adapter_from_state_dict
 from i2v_adapter.pipeline.sampling import (
     SamplingSettings,
     context_windows,

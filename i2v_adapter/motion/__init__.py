@@ -4,6 +4,8 @@ A host (the Forge 2 glue, the tests) loads a module with :func:`load_motion_modu
 :meth:`MotionModule.slots` after the named layer of its ldm-layout UNet (``module(x, frames)``), routes its
 ResBlock GroupNorms through :func:`groupnorm_across_frames` for v1, samples with
 :func:`animatediff_alphas_cumprod`, and splits long videos with :func:`context_windows`.
+The command line's diffusers pipeline reads the same files as a diffusers ``MotionAdapter`` through
+:mod:`.diffusers_layout` (the SDXL modules too), and motion LoRAs are read and merged by :mod:`.lora`.
 """
 from .architecture import FrameLimitError, TemporalModule
 from .files import MotionModuleError, load_motion_module, motion_module_from_tensors

@@ -23,7 +23,7 @@ from ..weights.reading import read_file
 from .hub_files import CLIP_TOKENIZER, fetch
 from .ip_adapter import IPAdapterParts, IPAdapterPatch, check_encoder_fits, check_ip_arguments, choose_ip_adapter, \
     load_image_encoder
-from .motion_module import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
+from ..motion.diffusers_layout import DEFAULT_HEADS, DEFAULT_NORM_GROUPS, is_motion_key, motion_adapter_from_state_dict, \
     motion_betas, strip_prefixes
 from .single_file import load_single_file
 from .text_conditioning import is_sdxl, load_second_text_encoder

@@ -12,8 +12,8 @@ import re
 
 import torch
 
-from ..motion.keys import HOTSHOT_PART, ORIGINAL_TO_DIFFUSERS
-from ..motion.schedule import ANIMATEDIFF_BETAS, ANIMATEDIFF_SDXL_BETAS, BetaSchedule
+from .keys import HOTSHOT_PART, ORIGINAL_TO_DIFFUSERS
+from .schedule import ANIMATEDIFF_BETAS, ANIMATEDIFF_SDXL_BETAS, BetaSchedule
 from ..weights.adapter import WeightsError
 from ..weights.reading import strip_prefixes
 
