@@ -383,3 +383,22 @@ def test_describe_notices_an_untrained_adapter(tmp_path, tiny):
     assert adapter_output_is_zero(load_adapter_weights(path)) is True
     state["mid_block.attentions.0.transformer_blocks.0.attn1.to_out_ff.bias"][3] = 1e-3
     assert describe_weights_file(save_pickle(tmp_path, state))["adapter_output_is_zero"] is False
+
+
+def test_zip_pickles_are_mapped_and_legacy_pickles_still_read(tmp_path, monkeypatch):
+    from i2v_adapter.weights.reading import read_file
+
+    tensors = {"a": torch.randn(4, 4)}
+    torch.save(tensors, tmp_path / "zip.pth")
+    torch.save(tensors, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    calls = []
+    real_load = torch.serialization.load
+
+    def spying_load(*args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch.serialization, "load", spying_load)
+    for name in ("zip.pth", "legacy.pth"):
+        assert torch.equal(read_file(tmp_path / name).tensors["a"], tensors["a"])
+    assert calls == [True, False]  # a legacy pickle cannot be mapped

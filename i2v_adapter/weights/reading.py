@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,9 @@ def load_pickle(path: Path):
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # torch.serialization.load, not torch.load: the WebUI replaces torch.load with a checker that
             # rejects files written by current torch; weights_only=True is our own safe unpickler.
-            loaded = torch.serialization.load(path, map_location="cpu", weights_only=True)
+            # Zip-format files (every torch.save since 1.6) are mapped, not read: a large file's tensors are
+            # paged in as they are used instead of copied whole; legacy pickles cannot be mapped.
+            loaded = torch.serialization.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         if "GLOBAL" in str(error):
             raise WeightsError(
