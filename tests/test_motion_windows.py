@@ -96,6 +96,26 @@ def test_schedule_equals_diffusers_linear_betas():
     assert 25.0 < sigmas[-1] < 25.3 and sigmas[0] < 0.03
 
 
+def test_animatediff_sdxl_schedule_equals_diffusers_scaled_linear_betas():
+    from diffusers import DDPMScheduler
+
+    from i2v_adapter.motion.schedule import ANIMATEDIFF_SDXL_BETAS
+
+    reference = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.020).alphas_cumprod
+    assert (animatediff_alphas_cumprod(ANIMATEDIFF_SDXL_BETAS) - reference).abs().max() < 1e-6
+
+
+def test_the_preview_takes_the_schedule_of_the_loaded_model():
+    from types import SimpleNamespace
+
+    from i2v_adapter.motion.schedule import ANIMATEDIFF_BETAS, ANIMATEDIFF_SDXL_BETAS
+    from i2v_adapter.webui.preview import motion_schedule
+
+    assert motion_schedule(SimpleNamespace(is_sdxl=True)) == ANIMATEDIFF_SDXL_BETAS
+    assert motion_schedule(SimpleNamespace(is_sdxl=False)) == ANIMATEDIFF_BETAS
+    assert motion_schedule(SimpleNamespace()) == ANIMATEDIFF_BETAS
+
+
 def test_more_frames_than_the_position_table_is_a_sentence_not_a_silent_slice():
     attention = TemporalSelfAttention(16, heads=2, max_frames=24)
     assert attention(torch.randn(3, 24, 16)).shape == (3, 24, 16)

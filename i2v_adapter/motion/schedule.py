@@ -28,14 +28,19 @@ ANIMATEDIFF_BETAS = BetaSchedule("linear", BETA_START, BETA_END)
 ANIMATEDIFF_SDXL_BETAS = BetaSchedule("scaled_linear", BETA_START, 0.020)
 
 
-def _alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(BETA_START, BETA_END, TRAIN_STEPS, dtype=torch.float64)
+def _alphas_cumprod(schedule: BetaSchedule = ANIMATEDIFF_BETAS) -> torch.Tensor:
+    if schedule.kind == "linear":
+        betas = torch.linspace(schedule.start, schedule.end, TRAIN_STEPS, dtype=torch.float64)
+    elif schedule.kind == "scaled_linear":
+        betas = torch.linspace(schedule.start ** 0.5, schedule.end ** 0.5, TRAIN_STEPS, dtype=torch.float64) ** 2
+    else:
+        raise ValueError(f"unknown beta schedule {schedule.kind!r}")
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def animatediff_alphas_cumprod() -> torch.Tensor:
-    """(1000,) float32 cumulative products of 1 - beta for the linear betas."""
-    return _alphas_cumprod().float()
+def animatediff_alphas_cumprod(schedule: BetaSchedule = ANIMATEDIFF_BETAS) -> torch.Tensor:
+    """(1000,) float32 cumulative products of 1 - beta: AnimateDiff's linear betas, or ``schedule``'s."""
+    return _alphas_cumprod(schedule).float()
 
 
 def animatediff_sigmas() -> torch.Tensor:

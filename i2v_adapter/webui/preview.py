@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import torch
 
 from ..image_input import ImageInputError, picture_from_value, to_rgb8
+from ..motion.schedule import ANIMATEDIFF_BETAS, ANIMATEDIFF_SDXL_BETAS, BetaSchedule
 from ..prior_preview import animatediff_alphas_cumprod, preview_prior
 
 log = logging.getLogger("i2v_adapter")
@@ -63,6 +64,13 @@ def decoder(sd_model):
     return decode
 
 
+def motion_schedule(sd_model) -> BetaSchedule:
+    """The noise schedule the video will sample with: AnimateDiff-SDXL's scaled-linear betas with an SDXL
+    checkpoint (as sd-webui-animatediff sets them; HotShot-XL keeps the linear ones), the linear betas of the
+    SD1.5 motion modules otherwise."""
+    return ANIMATEDIFF_SDXL_BETAS if getattr(sd_model, "is_sdxl", False) else ANIMATEDIFF_BETAS
+
+
 def loaded_model():
     """The checkpoint's model; Forge 2 loads it only for the first generation, so load it here if needed."""
     from modules import sd_models, shared
@@ -92,11 +100,13 @@ def run(panel_image, img2img_image, t0, p, blur_sigma, seed, width=None, height=
     try:
         sd_model = loaded_model()
         started = time.perf_counter()
+        schedule = motion_schedule(sd_model)
         preview = preview_prior(image, encoder(sd_model, width, height, int(resize_mode or 0)), decoder(sd_model),
-                                float(t0), float(p), float(blur_sigma), seed, animatediff_alphas_cumprod())
+                                float(t0), float(p), float(blur_sigma), seed, animatediff_alphas_cumprod(schedule))
         elapsed = time.perf_counter() - started
     except Exception as error:  # the model is missing or loading; say so, keep the page usable
         log.warning("I2V-Adapter preview failed: %s", error)
         return None, None, caption_html(f"Preview failed: {error}", "error")
+    schedule_note = " AnimateDiff-SDXL's noise schedule." if schedule == ANIMATEDIFF_SDXL_BETAS else ""
     return preview.prior, preview.noised, caption_html(
-        f"{preview.caption()} {width}x{height}, seed {seed}, {elapsed:.1f} s.")
+        f"{preview.caption()} {width}x{height}, seed {seed}, {elapsed:.1f} s.{schedule_note}")
