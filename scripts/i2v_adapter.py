@@ -4,7 +4,7 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import host, lifecycle, model_files, page, send_to, settings, xyz
+from i2v_adapter.webui import host, lifecycle, model_files, page, refusal, send_to, settings, xyz
 from i2v_adapter.webui.generation import check_request, prepare_controlnet
 from i2v_adapter.webui.ui import Panel
 
@@ -104,6 +104,9 @@ class I2VAdapterScript(scripts.Script):
             pp.images[:] = generation.match_colors(list(pp.images))
 
     def postprocess(self, p, processed, *args):
+        message = getattr(p, lifecycle.STOP_MESSAGE, None)
+        if message:
+            refusal.show_in_plot_cell(p, processed, message)
         generation = lifecycle.active_generation()
         if generation is not None and generation.p is p:
             if FORGE2:

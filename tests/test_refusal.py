@@ -24,6 +24,30 @@ def test_api_request_is_left_to_the_http_error():
     assert p.n_iter == 3 and p.comments == {}
 
 
+def _plot_cell(**fields):
+    plot = SimpleNamespace(title=lambda: "X/Y/Z plot")
+    return Processing(scripts=SimpleNamespace(selectable_scripts=[plot]), script_args=(1, "x"), comments={},
+                      n_iter=1, width=96, height=64, **fields)
+
+
+def test_a_refused_plot_cell_shows_its_sentence_instead_of_failing_the_plot():
+    import numpy as np
+
+    from i2v_adapter.webui.refusal import show_in_plot_cell
+
+    cell = _plot_cell(is_api=True)  # even through the API: the rest of the plot is still made
+    assert end_without_pictures(cell, "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0.")
+    processed = SimpleNamespace(images=[], infotexts=[])
+    show_in_plot_cell(cell, processed, "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0.")
+    picture = np.asarray(processed.images[0])
+    assert processed.images[0].size == (96, 64) and processed.infotexts == [
+        "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0."]
+    assert (picture[..., 0] > picture[..., 1] + 50).any() and (picture == 255).all(axis=-1).mean() > 0.5  # red text
+    outside = SimpleNamespace(images=[], infotexts=[])
+    show_in_plot_cell(Processing(is_api=False, comments={}), outside, "sentence")
+    assert outside.images == []  # a refusal outside a plot stays a sentence
+
+
 def test_older_processing_objects_without_comment_method():
     p = SimpleNamespace(is_api=False, n_iter=1, comments={})
     assert end_without_pictures(p, "sentence")

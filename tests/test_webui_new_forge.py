@@ -204,6 +204,24 @@ def test_xyz_plot_over_the_adapter_scale(server):
     assert np.array_equal(cells[0][0], cells[1][0]) and level_difference(cells[0][1], cells[1][1]) > 10
 
 
+def test_xyz_plot_with_a_refused_cell_shows_the_sentence_there(server):
+    import webui_server
+
+    choices = server.dropdown_choices("script_img2img_xyz_plot_x_type")
+    body = video_request(motion_file("*v3*.safetensors"), frames=4, formats=["GIF"])
+    body["script_name"] = "x/y/z plot"
+    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "1, 5", [], 0, "", [], 0, "", [],
+                           True, True, False, False, 0, 0, 0, 0, False]
+    response = timed_post(server, "/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    images = [webui_server.decode_image(item) for item in response.json()["images"]]
+    print(f"X/Y/Z with scale 5: {len(images)} images, cell infotexts {[text[:60] for text in infotexts[1:]]}")
+    assert "I2V-Adapter scale: 1" in infotexts[1] and "scale must be between 0.0 and 2.0, got 5" in infotexts[2]
+    refused = np.asarray(images[2].convert("RGB")).astype(int)
+    assert images[2].size == (SIZE, SIZE) and (refused[..., 0] - refused[..., 1] > 50).any()  # the sentence in red
+
+
 def test_a_long_video_is_anchored_in_every_window(server, reference_frame_zero):
     body = video_request(motion_file("*v2*.safetensors"), frames=32, context_length=16, context_overlap=4)
     video = video_frames(timed_post(server, "/sdapi/v1/img2img", body))
