@@ -36,9 +36,9 @@ def encoder(sd_model, width: int, height: int, resize_mode: int):
     from . import host
 
     if host.host() == host.NEW_FORGE:
-        from .forge2 import encode_posterior_mean
+        from .forge2.generation import encode_posterior_mean
     else:
-        from .a1111 import encode_posterior_mean
+        from .generation import encode_posterior_mean
 
     def encode(image):
         request = SimpleNamespace(sd_model=sd_model, width=width, height=height, resize_mode=resize_mode,
