@@ -102,6 +102,31 @@ def test_sdxl_motion_modules_are_refused_whatever_their_name(tmp_path, tensors, 
     assert "SD1.5" in message
 
 
+def test_animatelcm_gets_its_sinusoidal_positions_and_equals_v2_with_the_same_tables(tmp_path):
+    import math
+
+    from i2v_adapter.motion import load_motion_module
+
+    v2 = mm.original_state_dict("v2")
+    released = {k: v for k, v in v2.items() if not k.endswith(".pos_encoder.pe")}  # AnimateLCM's file: no tables
+    module = load_motion_module(save(released, tmp_path / "AnimateLCM_sd15_t2v.safetensors"))
+    assert module.version == "AnimateLCM" and module.max_frames == 64 and module.mid_block is not None
+    assert not module.groupnorm_across_frames and module.describe().startswith("AnimateLCM (original), 21 modules")
+    table = dict(module.named_buffers())[
+        "down_blocks.1.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe"]
+    channels = table.shape[-1]
+    # Written from the Transformer sinusoid AnimateLCM adds: sin on even channels, cos on odd, base 10,000.
+    for position, channel in ((0, 0), (0, 1), (5, 2), (63, channels - 1), (17, channels - 2)):
+        rate = math.exp(-(channel - channel % 2) * math.log(10000.0) / channels)
+        expected = math.sin(position * rate) if channel % 2 == 0 else math.cos(position * rate)
+        assert abs(float(table[0, position, channel]) - expected) < 1e-5
+    # With the same weights and the tables v2's file stores (the same sinusoids, 32 long), the same module output.
+    reference = load_motion_module(save(v2, tmp_path / "v2.safetensors"))
+    x = torch.randn(8, module.channels[1], 4, 4)
+    slot = module.down_blocks[1].motion_modules[0]
+    assert torch.allclose(slot(x, 8), reference.down_blocks[1].motion_modules[0](x, 8), atol=1e-5)
+
+
 def test_foreign_files_are_refused(tmp_path):
     checkpoint = {f"model.diffusion_model.{k}": v for k, v in mm.tiny_ldm_unet().state_dict().items()}
     assert "holds no motion module" in refusal(save(checkpoint, tmp_path / "sd15.safetensors"))
@@ -110,8 +135,8 @@ def test_foreign_files_are_refused(tmp_path):
             ".processor.to_q_lora.down.weight": torch.zeros(4, 32)}
     assert "is a LoRA" in refusal(save(lora, tmp_path / "motion_lora.safetensors"))
 
-    no_tables = {k: v for k, v in mm.original_state_dict("v2").items() if not k.endswith(".pe")}
-    assert "no position tables" in refusal(save(no_tables, tmp_path / "lcm.safetensors"))
+    no_tables = {k: v for k, v in mm.original_state_dict("v3").items() if not k.endswith(".pe")}
+    assert "no position tables (pos_encoder.pe) and no mid block" in refusal(save(no_tables, tmp_path / "x.safetensors"))
 
     extra = {**mm.original_state_dict("v3"), "controlnet_cond_embedding.conv_in.weight": torch.zeros(1)}
     assert "neither to a motion module nor to a UNet: controlnet_cond_embedding" in refusal(

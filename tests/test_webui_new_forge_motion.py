@@ -202,3 +202,30 @@ def test_xyz_plot_over_the_motion_lora_strength(server):
     without = video_frames(server.post("/sdapi/v1/img2img", video_request(module, frames=4)))
     at_zero = video_frames(server.post("/sdapi/v1/img2img", video_request(module, frames=4, motion_lora=f"{zoom}:0")))
     assert all(np.array_equal(a, b) for a, b in zip(at_zero, without))  # strength 0 is no LoRA, bit for bit
+
+
+def animatelcm_file() -> str:
+    found = sorted((Path(NEW_FORGE) / "models" / "AnimateDiff").glob("AnimateLCM*"))
+    if not found:
+        pytest.skip("needs an AnimateLCM motion module (released layout, no position tables) in models/AnimateDiff")
+    return found[0].name
+
+
+def test_animatelcm_in_six_lcm_steps_with_its_lora(server, reference_frame_zero):  # noqa: F811
+    module = animatelcm_file()
+    lcm = {"sampler_name": "LCM", "steps": 6, "cfg_scale": 1.5}
+    body = {**motion_only(module, prompt="a cat <lora:AnimateLCM_sd15_t2v_lora:0.8>"), **lcm}
+    response = timed_post(server, "/sdapi/v1/txt2img", body)
+    video = video_frames(response)
+    without_lora = video_frames(server.post("/sdapi/v1/txt2img", {**motion_only(module), **lcm}))
+    lora_changes = [level_difference(a, b) for a, b in zip(video, without_lora)]
+    print(f"AnimateLCM, LCM 6 steps, CFG 1.5: frame differences to frame 0 {differences(video)}; "
+          f"its LoRA at 0.8 changes the frames by {lora_changes}")
+    assert len(video) == 8 and min(differences(video)) > 5 and max(lora_changes) > 5
+    info = json.loads(response.json()["info"])["infotexts"][0]
+    assert f"I2V-Adapter motion module: {module}" in info and "Sampler: LCM" in info and "Steps: 6" in info
+    assert "AnimateLCM (original), 21 modules" in server.log_text()
+    picture = video_request(module, **{})
+    picture.update(lcm)
+    anchored = video_frames(timed_post(server, "/sdapi/v1/img2img", picture))
+    check_frame_zero("AnimateLCM with a picture, LCM 6 steps", anchored[0], reference_frame_zero)

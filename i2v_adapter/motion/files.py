@@ -1,10 +1,11 @@
 """Loading a motion-module file: read safely, tell the format from the keys, build, account for every key.
 
 Accepted: AnimateDiff SD1.5 motion modules in the original layout (v1: no mid block, 24 positions; v2:
-mid block; v3: no mid block, 32 positions), the same in diffusers' ``MotionAdapter`` naming, and the
-motion part of a whole diffusers 3D UNet such as the official ``animatediff_v15_v1_ipplus.pth`` (its other
-tensors are counted in ``notes``). Refused, each with one sentence: SDXL motion modules (AnimateDiff-SDXL,
-HotShot-XL), motion LoRAs, files without position tables (AnimateLCM), foreign and damaged files.
+mid block; v3: no mid block, 32 positions), AnimateLCM's (v2's layout with its position tables left out of
+the file: AnimateLCM adds the same sinusoids, 64 positions, so they are computed here), the same in
+diffusers' ``MotionAdapter`` naming, and the motion part of a whole diffusers 3D UNet such as the official
+``animatediff_v15_v1_ipplus.pth`` (its other tensors are counted in ``notes``). Refused, each with one
+sentence: SDXL motion modules (AnimateDiff-SDXL, HotShot-XL), motion LoRAs, foreign and damaged files.
 The file name never decides anything.
 """
 from __future__ import annotations
@@ -18,10 +19,13 @@ import torch
 from ..weights.adapter import WeightsError
 from ..weights.reading import listing, read_file, strip_prefixes
 from .keys import HOTSHOT_PART, LORA_PART, MOTION_KEY, family_of, is_diffusers_motion_key, to_original_names
+from .architecture import sinusoidal_table
 from .module import DOWN_MODULES_PER_LEVEL, LEVEL_WIDTHS, UP_MODULES_PER_LEVEL, MotionModule
 
 V1_POSITIONS = 24
-_SUPPORTED = "only AnimateDiff v1, v2 and v3 motion modules for SD1.5 are supported"
+_SUPPORTED = "only AnimateDiff v1, v2, v3 and AnimateLCM motion modules for SD1.5 are supported"
+# AnimateLCM's motion modules keep their sinusoidal position tables out of the file; its code makes them 64 long.
+ANIMATELCM_POSITIONS = 64
 
 
 class MotionModuleError(WeightsError):
@@ -63,6 +67,8 @@ def _build(tensors: dict[str, torch.Tensor]) -> MotionModule:
         raise _Refusal(f"holds tensors that belong neither to a motion module nor to a UNet: {listing(unknown)}")
     state_dict = to_original_names(motion)
     geometry = _geometry(state_dict)
+    if geometry["version"] == "AnimateLCM":
+        state_dict.update(_position_tables(state_dict, geometry["max_frames"]))
     # Built without storage: the file's tensors become its weights, no time spent on a random init.
     with torch.device("meta"):
         module = MotionModule(source=_source(motion, others), **geometry)
@@ -126,17 +132,29 @@ def _geometry(state_dict: dict) -> dict:
         raise _Refusal(f"does not have the SD1.5 motion-module layout (modules per down level {down}, per up "
                        f"level {up}, level widths {level_widths}); {_SUPPORTED}")
     tables = {tensor.shape[1] for key, tensor in state_dict.items() if key.endswith(".pos_encoder.pe")}
-    if not tables:
-        raise _Refusal(f"has no position tables (pos_encoder.pe), as AnimateLCM's files; {_SUPPORTED}")
+    mid_block = any(name.startswith("mid_block.") for name in modules)
+    if not tables and not mid_block:
+        raise _Refusal(f"has no position tables (pos_encoder.pe) and no mid block: neither AnimateDiff's nor "
+                       f"AnimateLCM's layout; {_SUPPORTED}")
     if len(tables) > 1:
         raise _Refusal(f"has position tables of different lengths {sorted(tables)}")
-    max_frames = tables.pop()
-    mid_block = any(name.startswith("mid_block.") for name in modules)
+    stored_tables = bool(tables)
+    max_frames = tables.pop() if stored_tables else ANIMATELCM_POSITIONS
     blocks = {int(m[1]) for rest in modules["down_blocks.0.motion_modules.0"]
               if (m := re.match(r"temporal_transformer\.transformer_blocks\.(\d+)\.", rest))}
-    version = "v2" if mid_block else ("v1" if max_frames == V1_POSITIONS else "v3")
+    version = "AnimateLCM" if not stored_tables else "v2" if mid_block else ("v1" if max_frames == V1_POSITIONS else "v3")
     return {"channels": level_widths, "max_frames": max_frames, "mid_block": mid_block,
             "transformer_blocks": max(1, len(blocks)), "version": version}
+
+
+def _position_tables(state_dict: dict, length: int) -> dict[str, torch.Tensor]:
+    """The sinusoidal table of every temporal attention, as AnimateLCM's code adds it (the file has none)."""
+    tables = {}
+    for key, tensor in state_dict.items():
+        match = re.match(r"^(.*\.attention_blocks\.\d+)\.to_q\.weight$", key)
+        if match:
+            tables[f"{match[1]}.pos_encoder.pe"] = sinusoidal_table(length, tensor.shape[1])
+    return tables
 
 
 def _load_every_key(module: MotionModule, state_dict: dict) -> None:

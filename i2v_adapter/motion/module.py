@@ -74,5 +74,6 @@ class MotionModule(nn.Module):
     def describe(self) -> str:
         """One line for logs and the UI, e.g. 'AnimateDiff v2 (original), 21 modules, up to 32 frames'."""
         millions = sum(p.numel() for p in self.parameters()) / 1e6
-        return (f"AnimateDiff {self.version} ({self.source}), {len(self.temporal_modules())} modules, "
+        family = self.version if self.version == "AnimateLCM" else f"AnimateDiff {self.version}"
+        return (f"{family} ({self.source}), {len(self.temporal_modules())} modules, "
                 f"{millions:.1f} M parameters, up to {self.max_frames} frames per window")

@@ -30,7 +30,7 @@ def _field(default, knob: Knob, **kwargs):
 @dataclass
 class MotionParams:
     motion_module: str = _field("", Knob("Motion module", infotext="motion module",
-                                         help="An AnimateDiff SD1.5 motion module (v1, v2, v3) from models/AnimateDiff."))
+                                         help="An AnimateDiff SD1.5 motion module (v1, v2, v3) or AnimateLCM's, from models/AnimateDiff."))
     frames: int = _field(16, Knob("Frames", infotext="frames", minimum=2, maximum=64, step=1))
     fps: int = _field(8, Knob("FPS", infotext="fps", minimum=1, maximum=60, step=1))
     context_length: int = _field(16, Knob("Context length", infotext="context length", minimum=0, maximum=32, step=1,

@@ -16,7 +16,8 @@ from .params import (FORMATS, FROM_A_PICTURE, LOOP_LABELS, MOTION_ONLY, MotionPa
                             motion_lora_text)
 
 HINT = ("This Forge has no AnimateDiff: I2V-Adapter brings its own. Choose an AnimateDiff SD1.5 motion module "
-        "(v1, v2 or v3) from models/AnimateDiff; videos longer than the context length are made in overlapping windows.")
+        "(v1, v2 or v3) or AnimateLCM's from models/AnimateDiff; videos longer than the context length are made in "
+        "overlapping windows.")
 
 
 def _slider(name: str, prefix: str):
