@@ -278,3 +278,27 @@ def test_i2v_runs_and_refused_requests_leave_the_webui_as_before(webui, motion_m
         refused = webui.post("/sdapi/v1/txt2img", payload(motion_module, i2v={**i2v, "model": "missing.pth"}))
         assert refused.status_code == 422
         check_animatediff_off_is_refused(webui, motion_module, image)
+
+
+# -- sd-webui-animatediff's own motion controls with I2V-Adapter on: prompt travel, closed loop, motion LoRA ---
+
+def test_animatediff_prompt_travel_alongside(webui, motion_module, image, reference_frame_zero):
+    from webui_requests import check_prompt_travel_alongside
+
+    check_prompt_travel_alongside(webui, motion_module, image, reference_frame_zero)
+
+
+def test_animatediff_closed_loop_alongside(webui, motion_module, image, reference_frame_zero):
+    from webui_requests import check_closed_loop_alongside
+
+    check_closed_loop_alongside(webui, motion_module, image, reference_frame_zero)
+
+
+def test_animatediff_motion_lora_alongside(webui, image, reference_frame_zero):
+    from webui_requests import check_motion_lora_alongside
+
+    loras = sorted(Path(WEBUI).joinpath("models", "Lora").glob("v2_lora_ZoomIn*"))
+    if not loras:
+        pytest.skip("needs a motion LoRA v2_lora_ZoomIn* in models/Lora that sd-webui-animatediff reads")
+    v2 = first_file(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*v2*")
+    check_motion_lora_alongside(webui, v2.name, image, reference_frame_zero, loras[0].stem)

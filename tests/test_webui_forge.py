@@ -108,3 +108,27 @@ def test_i2v_runs_and_refused_requests_leave_the_webui_as_before(forge, motion_m
         i2v = {"enable": True, "image": webui_server.encode_png(image), "model": ""}
         video_frames(timed_post(forge, "/sdapi/v1/txt2img", payload(motion_module, i2v=i2v)))
         check_animatediff_off_is_refused(forge, motion_module, image)
+
+
+# -- sd-webui-animatediff's own motion controls with I2V-Adapter on: prompt travel, closed loop, motion LoRA ---
+
+def test_animatediff_prompt_travel_alongside(forge, motion_module, image, reference_frame_zero):
+    from webui_requests import check_prompt_travel_alongside
+
+    check_prompt_travel_alongside(forge, motion_module, image, reference_frame_zero)
+
+
+def test_animatediff_closed_loop_alongside(forge, motion_module, image, reference_frame_zero):
+    from webui_requests import check_closed_loop_alongside
+
+    check_closed_loop_alongside(forge, motion_module, image, reference_frame_zero)
+
+
+def test_animatediff_motion_lora_alongside(forge, image, reference_frame_zero):
+    from webui_requests import check_motion_lora_alongside
+
+    loras = sorted(Path(FORGE).joinpath("models", "Lora").glob("v2_lora_ZoomIn*"))
+    if not loras:
+        pytest.skip("needs a motion LoRA v2_lora_ZoomIn* in models/Lora that sd-webui-animatediff reads")
+    v2 = first_file(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*v2*")
+    check_motion_lora_alongside(forge, v2.name, image, reference_frame_zero, loras[0].stem)
