@@ -237,10 +237,12 @@ def check_closed_loop_alongside(server, motion_module, image, reference: np.ndar
     check_long_video(server, video_frames(server.post("/sdapi/v1/img2img", body)), 16, reference)
 
 
-def check_motion_lora_alongside(server, motion_module, image, reference: np.ndarray, lora: str) -> None:
-    """AnimateDiff's motion LoRA in the prompt (``<lora:name:1>``) with I2V: frame 0 stays, the rest moves."""
+def check_motion_lora_alongside(server, motion_module, image, reference: np.ndarray, lora: str,
+                                tag: str = "lora") -> None:
+    """AnimateDiff's motion LoRA in the prompt (``<lora:name:1>``, ``<lyco:...>`` on classic Forge) with I2V:
+    frame 0 stays, the rest moves."""
     plain = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
-    body = {**i2v_img2img(motion_module, image), "prompt": f"a cat <lora:{lora}:1>"}
+    body = {**i2v_img2img(motion_module, image), "prompt": f"a cat <{tag}:{lora}:1>"}
     moved = video_frames(server.post("/sdapi/v1/img2img", body))
     changes = [level_difference(a, b) for a, b in zip(moved, plain)]
     print(f"AnimateDiff motion LoRA {lora} with I2V: frame differences to the video without it {changes}")

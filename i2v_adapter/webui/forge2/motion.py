@@ -27,21 +27,22 @@ SETTING_KEY = "i2v_adapter_motion_path"
 
 # -- files ------------------------------------------------------------------------------------------
 
-def folders() -> list[str]:
+def weight_files(models_subfolder: str, setting_key: str) -> dict[str, str]:
+    """Weight files by name in ``models/<models_subfolder>`` and the folder the setting names (first name wins)."""
     from modules import paths, shared
 
-    extra = (shared.opts.data.get(SETTING_KEY) or "").strip()
-    return [os.path.join(paths.models_path, "AnimateDiff")] + ([extra] if extra else [])
-
-
-def _files() -> dict[str, str]:
+    extra = (shared.opts.data.get(setting_key) or "").strip()
     found = {}
-    for folder in folders():
+    for folder in [os.path.join(paths.models_path, models_subfolder)] + ([extra] if extra else []):
         if os.path.isdir(folder):
             for name in sorted(os.listdir(folder)):
                 if name.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(folder, name)):
                     found.setdefault(name, os.path.join(folder, name))
     return found
+
+
+def _files() -> dict[str, str]:
+    return weight_files("AnimateDiff", SETTING_KEY)
 
 
 def names() -> list[str]:

@@ -10,28 +10,15 @@ from torch import nn
 
 from ...motion.lora import MotionLora, MotionLoraError, check_fits, load_motion_lora, merge_motion_loras
 from ..lifecycle import I2VAdapterError
-from .motion import EXTENSIONS
+from .motion import weight_files
 
 log = logging.getLogger("i2v_adapter")
 
 SETTING_KEY = "i2v_adapter_motion_lora_path"
 
 
-def folders() -> list[str]:
-    from modules import paths, shared
-
-    extra = (shared.opts.data.get(SETTING_KEY) or "").strip()
-    return [os.path.join(paths.models_path, "AnimateDiff", "lora")] + ([extra] if extra else [])
-
-
 def _files() -> dict[str, str]:
-    found = {}
-    for folder in folders():
-        if os.path.isdir(folder):
-            for name in sorted(os.listdir(folder)):
-                if name.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(folder, name)):
-                    found.setdefault(name, os.path.join(folder, name))
-    return found
+    return weight_files(os.path.join("AnimateDiff", "lora"), SETTING_KEY)
 
 
 def names() -> list[str]:
