@@ -7,6 +7,8 @@ REQUIREMENTS = [
     ("cv2", "opencv-python"),
     # MP4/WEBM writing on Forge 2, which ships no AnimateDiff (and so nothing that brings ffmpeg).
     ("imageio_ffmpeg", "imageio-ffmpeg"),
+    # Listed among the extension's dependencies; every WebUI we know ships it, so this installs nothing there.
+    ("einops", "einops"),
 ]
 
 for module, requirement in REQUIREMENTS:

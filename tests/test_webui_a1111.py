@@ -225,6 +225,25 @@ def test_xyz_plot_axes(webui, motion_module, image, reference_frame_zero):
     assert level_difference(cells[0], reference_frame_zero) <= 2 and level_difference(cells[1], reference_frame_zero) <= 2
 
 
+def test_xyz_plot_with_a_refused_cell_shows_the_sentence_there(webui, motion_module, image, reference_frame_zero):
+    import webui_server
+
+    choices = webui.dropdown_choices("script_img2img_xyz_plot_x_type")
+    body = payload(motion_module, i2v={"enable": True, "model": ""}, init_images=[webui_server.encode_png(image)])
+    body["script_name"] = "x/y/z plot"
+    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "1, 5", [], 0, "", [], 0, "", [],
+                           True, True, False, False, 0, 0, 0, 0, False]
+    response = webui.post("/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    print(f"X/Y/Z with scale 5: cell infotexts {[text[:70] for text in infotexts[1:]]}")
+    assert any("scale must be between 0.0 and 2.0, got 5" in text for text in infotexts[1:])
+    cells = [np.asarray(webui_server.decode_image(item).convert("RGB")) for item in response.json()["images"][1:3]]
+    assert level_difference(cells[0], reference_frame_zero) <= 2  # the good cell: frame 0 is the picture
+    refused = cells[1].astype(int)
+    assert (refused[..., 0] - refused[..., 1] > 50).any()  # the refused cell: its sentence in red
+
+
 def plain(motion_module) -> dict:
     """AnimateDiff txt2img without this extension: what the "as before" checks repeat around an action."""
     return payload(motion_module)

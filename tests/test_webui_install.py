@@ -62,6 +62,7 @@ def test_install_adds_the_video_writer_and_a_missing_one_is_refused_before_sampl
             # What the WebUI already has is not installed again.
             assert "safetensors for I2V-Adapter" not in server.log_text()
             assert "opencv-python for I2V-Adapter" not in server.log_text()
+            assert "einops for I2V-Adapter" not in server.log_text()
             if forge and settings == "I2V_NEW_FORGE":
                 response = server.post("/sdapi/v1/img2img", _video_body(["MP4"]))
                 assert response.status_code == 200, response.text[:300]
