@@ -37,11 +37,11 @@ def test_a_refused_plot_cell_shows_its_sentence_instead_of_failing_the_plot():
 
     cell = _plot_cell(is_api=True)  # even through the API: the rest of the plot is still made
     assert end_without_pictures(cell, "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0.")
-    processed = SimpleNamespace(images=[], infotexts=[])
+    processed = SimpleNamespace(images=[], infotexts=["a cat\nSteps: 2"])  # the WebUI's text when nothing ran
     show_in_plot_cell(cell, processed, "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0.")
     picture = np.asarray(processed.images[0])
-    assert processed.images[0].size == (96, 64) and processed.infotexts == [
-        "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0."]
+    assert processed.images[0].size == (96, 64)
+    assert processed.infotexts[0] == "I2V-Adapter: scale must be between 0.0 and 2.0, got 5.0."
     assert (picture[..., 0] > picture[..., 1] + 50).any() and (picture == 255).all(axis=-1).mean() > 0.5  # red text
     outside = SimpleNamespace(images=[], infotexts=[])
     show_in_plot_cell(Processing(is_api=False, comments={}), outside, "sentence")

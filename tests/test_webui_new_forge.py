@@ -216,7 +216,7 @@ def test_xyz_plot_with_a_refused_cell_shows_the_sentence_there(server):
     assert response.status_code == 200, response.text[:300]
     infotexts = json.loads(response.json()["info"])["infotexts"]
     images = [webui_server.decode_image(item) for item in response.json()["images"]]
-    print(f"X/Y/Z with scale 5: {len(images)} images, cell infotexts {[text[:60] for text in infotexts[1:]]}")
+    print(f"X/Y/Z with scale 5: {len(images)} images, cell infotexts {[text[:70] for text in infotexts[1:]]}")
     assert "I2V-Adapter scale: 1" in infotexts[1] and "scale must be between 0.0 and 2.0, got 5" in infotexts[2]
     refused = np.asarray(images[2].convert("RGB")).astype(int)
     assert images[2].size == (SIZE, SIZE) and (refused[..., 0] - refused[..., 1] > 50).any()  # the sentence in red

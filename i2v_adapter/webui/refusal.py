@@ -49,4 +49,5 @@ def show_in_plot_cell(p, processed, message: str) -> None:
     if not xyz.in_xyz_plot(p) or processed.images:
         return
     processed.images.append(refusal_picture(message, getattr(p, "width", 512), getattr(p, "height", 512)))
-    processed.infotexts.append(message)
+    # First: the plot takes each cell's first infotext (the WebUI leaves a generic one there when nothing ran).
+    processed.infotexts.insert(0, message)
