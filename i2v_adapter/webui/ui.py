@@ -93,7 +93,7 @@ class Panel:
             with self.enable.extra():
                 gr.HTML("", elem_id=f"{prefix}_status")  # "on: ..." written by javascript/
         with panel:
-            gr.Markdown(unsupported or _hint(is_img2img), elem_id=f"{prefix}_hint")
+            self.hint = gr.Markdown(unsupported or _hint(is_img2img), elem_id=f"{prefix}_hint")
             if unsupported:
                 self.enable = gr.Checkbox(value=False, visible=False, elem_id=f"{prefix}_enable")
             self.header = header() if header is not None else None
@@ -182,7 +182,7 @@ class Panel:
     def picture_parts(self) -> list:
         """What only a video from a picture uses: hidden while Forge 2's "motion only" is chosen."""
         preview_parts = [self.preview_row, self.preview_caption] if self.preview_button is not None else [self.preview_note]
-        return [self.main_row, self.ip_adapter_row, self.advanced, *preview_parts]
+        return [self.hint, self.main_row, self.ip_adapter_row, self.advanced, *preview_parts]
 
     @property
     def infotext_fields(self) -> list:
