@@ -1,19 +1,25 @@
-"""``python -m i2v_adapter generate``: animate one image with diffusers and the engine's hooks."""
+"""``python -m i2v_adapter generate``: animate one image (or several, one video each) with diffusers and the
+engine's hooks; the models are loaded once for all of them."""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .pipeline.hub_files import ADAPTER, CLIP_TOKENIZER, MOTION_MODULE, SD15_BASE, fetch
 from .prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+OUTPUT_FORMATS = ("mp4", "webm", "gif", "webp", "png")
 
 _HELP = ("Animate an image with diffusers: AnimateDiff motion module + I2V-Adapter. Without model flags the "
          "standard files come from the Hugging Face cache (fetched on first use).")
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="the first frame")
+    parser.add_argument("--image", required=True, nargs="+", metavar="IMAGE",
+                        help="the first frame; several pictures, or a folder of them, make one video each")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--checkpoint",
@@ -56,7 +62,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-heads", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--motion-norm-groups", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", required=True, help="out.mp4, out.webm, out.gif, out.webp, or a folder for PNG frames")
+    parser.add_argument("--out", required=True,
+                        help="one picture: out.mp4, out.webm, out.gif, out.webp, or a folder for PNG frames. Several "
+                             "pictures (or a folder): a folder, each video named after its picture in --format "
+                             "(e.g. --out clips --format gif writes clips/a.gif, clips/b.gif; png: clips/a/)")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="mp4",
+                        help="with several pictures: the format of each video (default mp4)")
 
 
 def resolve_model_files(args) -> dict[str, str | None]:
@@ -74,9 +85,45 @@ def resolve_model_files(args) -> dict[str, str | None]:
     return chosen
 
 
+def pictures_to_animate(values: list[str]) -> list[Path]:
+    """The pictures named, or those of the one folder named (sorted by name); ValueError when a folder has none."""
+    if len(values) == 1 and Path(values[0]).is_dir():
+        folder = Path(values[0])
+        found = sorted(path for path in folder.iterdir() if path.suffix.lower() in PICTURE_SUFFIXES and path.is_file())
+        if not found:
+            raise ValueError(f"{folder} holds no pictures ({', '.join(PICTURE_SUFFIXES)})")
+        return found
+    return [Path(value) for value in values]
+
+
+def video_path(out: str, picture: Path, several: bool, video_format: str) -> Path:
+    """``--out`` itself for one picture; for several, ``out/<picture's name>.<format>`` (PNG frames: a folder)."""
+    if not several:
+        return Path(out)
+    suffix = "" if video_format == "png" else f".{video_format}"
+    return Path(out) / f"{picture.stem}{suffix}"
+
+
+def _readable_pictures(paths: list[Path], prepare) -> list[tuple[Path, object]]:
+    """Each picture opened and sized; one that cannot be read is named on one line and left out."""
+    from PIL import Image, UnidentifiedImageError
+
+    pictures = []
+    for path in paths:
+        try:
+            with Image.open(path) as opened:
+                pictures.append((path, prepare(opened)))
+        except (UnidentifiedImageError, OSError) as error:
+            if len(paths) == 1:
+                raise
+            print(f"skipped {path}: not a readable picture ({type(error).__name__})", file=sys.stderr)
+    if not pictures:
+        raise ValueError("none of the pictures could be read")
+    return pictures
+
+
 def run_generate(args) -> int:
     import torch
-    from PIL import Image
     from tqdm.auto import tqdm
 
     from .pipeline.generate import GenerationRequest, default_device, generate, move_parts, prepare_image
@@ -85,9 +132,12 @@ def run_generate(args) -> int:
     from .pipeline.video import write_video
     from .weights.files import load_adapter_weights
 
-    # The image first: a wrong path should not wait for gigabytes of downloads.
-    image = prepare_image(Image.open(args.image), args.width, args.height, args.short_side)
+    # The pictures first: a wrong path should not wait for gigabytes of downloads.
+    paths = pictures_to_animate(args.image)
+    several = len(args.image) > 1 or Path(args.image[0]).is_dir()
+    pictures = _readable_pictures(paths, lambda opened: prepare_image(opened, args.width, args.height, args.short_side))
     files = resolve_model_files(args)
+    started = time.perf_counter()
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" and not args.fp32 else torch.float32
     parts = load_model_parts(files["checkpoint"], files["motion_module"], files["tokenizer"],
@@ -96,23 +146,29 @@ def run_generate(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     move_parts(parts, device, dtype)
     adapter = load_adapter_weights(files["adapter"]) if files["adapter"] else None
-    settings = SamplingSettings(
-        frames=args.frames, steps=args.steps, guidance=args.guidance, t0=args.t0, p=args.p,
-        blur_sigma=args.blur_sigma, seed=args.seed, context_length=args.context_length,
-        context_overlap=args.context_overlap,
-    )
-    request = GenerationRequest(image, args.prompt, args.negative_prompt, settings, args.scheduler, adapter,
-                                args.adapter_scale, args.training_free, not args.no_color_match,
-                                args.ip_adapter_scale)
+    print(f"loaded the models in {time.perf_counter() - started:.1f} s (once for {len(pictures)} "
+          f"picture{'s' if len(pictures) > 1 else ''})", file=sys.stderr)
     progress = None if args.no_progress else (lambda steps: tqdm(steps, desc="sampling", unit="step"))
-    result = generate(parts, request, device, progress)
-    out = write_video(result.frames, args.out, args.fps)
     ip_text = (f", IP-Adapter {parts.ip_adapter.weights.variant} at {args.ip_adapter_scale:g}"
                if parts.ip_adapter is not None else "")
     adapter_text = f"adapter {Path(files['adapter']).name}" if adapter is not None else "training-free"
-    print(f"wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
-          f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}), "
-          f"{adapter_text}{ip_text}")
+    for index, (path, image) in enumerate(pictures):
+        # The WebUI's rule for a batch: picture k gets seed + k.
+        settings = SamplingSettings(
+            frames=args.frames, steps=args.steps, guidance=args.guidance, t0=args.t0, p=args.p,
+            blur_sigma=args.blur_sigma, seed=args.seed + index, context_length=args.context_length,
+            context_overlap=args.context_overlap,
+        )
+        request = GenerationRequest(image, args.prompt, args.negative_prompt, settings, args.scheduler, adapter,
+                                    args.adapter_scale, args.training_free, not args.no_color_match,
+                                    args.ip_adapter_scale)
+        clip_started = time.perf_counter()
+        result = generate(parts, request, device, progress)
+        out = write_video(result.frames, video_path(args.out, path, several, args.format), args.fps)
+        counter = f"video {index + 1} of {len(pictures)}: " if several else ""
+        print(f"{counter}wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
+              f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}), "
+              f"{adapter_text}{ip_text}, seed {settings.seed}, {time.perf_counter() - clip_started:.1f} s")
     return 0
 
 

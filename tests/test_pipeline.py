@@ -158,6 +158,56 @@ def test_generate_in_process_writes_a_gif_and_png_frames(files, capsys):
     assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(FRAMES)]
 
 
+def test_one_video_per_picture_with_the_models_loaded_once(files, tmp_path, capsys, monkeypatch):
+    import i2v_adapter.pipeline.loading as loading
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"not a picture")
+    loads = []
+    real_load = loading.load_model_parts
+    monkeypatch.setattr(loading, "load_model_parts", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+
+    def frames_of(video_folder):
+        return [np.asarray(Image.open(path)) for path in sorted(video_folder.iterdir())]
+
+    args = [str(a) for a in generate_args(files, tmp_path / "clips", "--no-progress", "--format", "png")]
+    args[args.index("--image") + 1] = str(folder)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert len(loads) == 1 and "loaded the models" in captured.err and "once for 3 pictures" in captured.err
+    assert f"skipped {folder / 'broken.png'}: not a readable picture" in captured.err
+    assert "video 3 of 3: wrote" in captured.out
+    clips = {name: frames_of(tmp_path / "clips" / name) for name in ("a", "b", "c")}
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["a", "b", "c"]
+    # Each clip is the video its picture makes alone, with the seed + k rule of a WebUI batch.
+    for index, name in enumerate(("a", "b", "c")):
+        alone = [str(a) for a in generate_args(files, tmp_path / f"alone-{name}", "--no-progress",
+                                               "--seed", 42 + index)]
+        alone[alone.index("--image") + 1] = str(folder / f"{name}.png")
+        assert main(alone) == 0
+        assert all(np.array_equal(x, y) for x, y in zip(clips[name], frames_of(tmp_path / f"alone-{name}")))
+    assert not np.array_equal(clips["a"][0], clips["b"][0]) and not np.array_equal(clips["a"][2], clips["b"][2])
+
+    gifs = [str(a) for a in generate_args(files, tmp_path / "gifs", "--no-progress", "--format", "gif")]
+    image_at = gifs.index("--image") + 1
+    gifs[image_at:image_at + 1] = [str(folder / "a.png"), str(folder / "b.png")]
+    assert main(gifs) == 0
+    assert sorted(p.name for p in (tmp_path / "gifs").iterdir()) == ["a.gif", "b.gif"]
+
+
+def test_a_folder_without_pictures_is_one_error_line(files, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    args = [str(a) for a in generate_args(files, tmp_path / "clips", "--no-progress")]
+    args[args.index("--image") + 1] = str(tmp_path / "empty")
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'empty'} holds no pictures (.png, .jpg, .jpeg, " \
+                                              ".webp, .bmp, .tif, .tiff)"
+
+
 def test_generate_subprocess_writes_an_mp4(files):
     import imageio_ffmpeg
 
