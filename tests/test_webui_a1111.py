@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from i2v_adapter.params import I2VParams
-from webui_requests import (ADAPTER_FILE, FRAMES, check_animatediff_off_is_refused, check_frame_zero,
+from webui_requests import (ADAPTER_FILE, FRAMES, as_xyz_plot, check_animatediff_off_is_refused, check_frame_zero,
                             check_long_video, check_video_starts_with_the_image, decoded_first_frame, first_file,
                             leaves_the_webui_as_before, level_difference, payload, sd15_motion_module, test_image,
                             video_frames, write_test_adapter)
@@ -211,11 +211,8 @@ def frame_of(video, index: int):
 def test_xyz_plot_axes(webui, motion_module, image, reference_frame_zero):
     import webui_server
 
-    choices = webui.dropdown_choices("script_img2img_xyz_plot_x_type")
     body = payload(motion_module, i2v={"enable": True, "model": ""}, init_images=[webui_server.encode_png(image)])
-    body["script_name"] = "x/y/z plot"
-    body["script_args"] = [choices.index("[I2V-Adapter] p"), "0.2, 0.9", [], 0, "", [], 0, "", [],
-                           True, True, False, False, 0, 0, 0, 0, False]
+    body = as_xyz_plot(webui, body, "[I2V-Adapter] p", "0.2, 0.9")
     response = webui.post("/sdapi/v1/img2img", body)
     assert response.status_code == 200, response.text[:300]
     infotexts = json.loads(response.json()["info"])["infotexts"]
@@ -228,11 +225,8 @@ def test_xyz_plot_axes(webui, motion_module, image, reference_frame_zero):
 def test_xyz_plot_with_a_refused_cell_shows_the_sentence_there(webui, motion_module, image, reference_frame_zero):
     import webui_server
 
-    choices = webui.dropdown_choices("script_img2img_xyz_plot_x_type")
     body = payload(motion_module, i2v={"enable": True, "model": ""}, init_images=[webui_server.encode_png(image)])
-    body["script_name"] = "x/y/z plot"
-    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "1, 5", [], 0, "", [], 0, "", [],
-                           True, True, False, False, 0, 0, 0, 0, False]
+    body = as_xyz_plot(webui, body, "[I2V-Adapter] scale", "1, 5")
     response = webui.post("/sdapi/v1/img2img", body)
     assert response.status_code == 200, response.text[:300]
     infotexts = json.loads(response.json()["info"])["infotexts"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
-from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, check_frame_zero, check_long_video,
+from webui_requests import (ADAPTER_FILE, FRAMES, SIZE, as_xyz_plot, check_frame_zero, check_long_video,
                             check_video_starts_with_the_image, decoded_first_frame, first_file,
                             leaves_the_webui_as_before, level_difference, test_image, video_frames,
                             write_test_adapter)
@@ -179,11 +179,8 @@ def test_the_motion_module_inside_an_ipplus_file(server, reference_frame_zero):
 def test_xyz_plot_over_the_adapter_scale(server):
     import webui_server
 
-    choices = server.dropdown_choices("script_img2img_xyz_plot_x_type")
     body = video_request(motion_file("*v3*.safetensors"), frames=4, formats=["GIF"])
-    body["script_name"] = "x/y/z plot"
-    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "0.2, 1", [], 0, "", [], 0, "", [],
-                           True, True, False, False, 0, 0, 0, 0, False]
+    body = as_xyz_plot(server, body, "[I2V-Adapter] scale", "0.2, 1")
     folder = Path(NEW_FORGE) / "outputs" / "img2img-images" / "i2v-adapter"
     before = set(folder.glob("*.gif"))
     response = timed_post(server, "/sdapi/v1/img2img", body)
@@ -207,11 +204,8 @@ def test_xyz_plot_over_the_adapter_scale(server):
 def test_xyz_plot_with_a_refused_cell_shows_the_sentence_there(server):
     import webui_server
 
-    choices = server.dropdown_choices("script_img2img_xyz_plot_x_type")
     body = video_request(motion_file("*v3*.safetensors"), frames=4, formats=["GIF"])
-    body["script_name"] = "x/y/z plot"
-    body["script_args"] = [choices.index("[I2V-Adapter] scale"), "1, 5", [], 0, "", [], 0, "", [],
-                           True, True, False, False, 0, 0, 0, 0, False]
+    body = as_xyz_plot(server, body, "[I2V-Adapter] scale", "1, 5")
     response = timed_post(server, "/sdapi/v1/img2img", body)
     assert response.status_code == 200, response.text[:300]
     infotexts = json.loads(response.json()["info"])["infotexts"]

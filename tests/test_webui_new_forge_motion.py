@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageSequence
+from PIL import Image
 from test_webui_new_forge import (NEW_FORGE, motion_file, pictures, reference_frame_zero, server, timed_post,  # noqa: F401
                                   txt2img, video_request)
-from webui_requests import check_frame_zero, leaves_the_webui_as_before, level_difference, video_frames
+from webui_requests import (as_xyz_plot, check_frame_zero, leaves_the_webui_as_before, level_difference,
+                            video_frames)
 
 pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
 
@@ -187,12 +188,9 @@ def test_bad_motion_requests_are_refused_with_one_sentence(server, settings, pro
 
 
 def test_xyz_plot_over_the_motion_lora_strength(server):
-    choices = server.dropdown_choices("script_img2img_xyz_plot_x_type")
     module, zoom = motion_file("*v2*.safetensors"), lora_file("v2_lora_ZoomIn*")
     body = video_request(module, frames=4, formats=["GIF", "PNG"], motion_lora=f"{zoom}:1")
-    body["script_name"] = "x/y/z plot"
-    body["script_args"] = [choices.index("[I2V-Adapter] motion LoRA strength"), "0, 1", [], 0, "", [], 0, "", [],
-                           True, True, False, False, 0, 0, 0, 0, False]
+    body = as_xyz_plot(server, body, "[I2V-Adapter] motion LoRA strength", "0, 1")
     response = timed_post(server, "/sdapi/v1/img2img", body)
     assert response.status_code == 200, response.text[:300]
     infotexts = json.loads(response.json()["info"])["infotexts"]

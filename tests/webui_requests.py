@@ -248,3 +248,11 @@ def check_motion_lora_alongside(server, motion_module, image, reference: np.ndar
     print(f"AnimateDiff motion LoRA {lora} with I2V: frame differences to the video without it {changes}")
     check_frame_zero("motion LoRA", moved[0], reference)
     assert min(changes[1:]) > 5
+
+
+def as_xyz_plot(server, body: dict, axis: str, values: str, tab: str = "img2img") -> dict:
+    """``body`` run as an X/Y/Z plot over the axis labelled ``axis`` (one X axis, no Y/Z), as the page sends it."""
+    choices = server.dropdown_choices(f"script_{tab}_xyz_plot_x_type")
+    return {**body, "script_name": "x/y/z plot",
+            "script_args": [choices.index(axis), values, [], 0, "", [], 0, "", [], True, True, False, False,
+                            0, 0, 0, 0, False]}
