@@ -305,6 +305,7 @@ def test_an_xyz_cell_sets_the_strength_of_every_chosen_motion_lora():
     assert xyz.motion_overrides(cell, motion).motion_lora == (("zoom.ckpt", 0.3), ("pan.ckpt", 0.3))
     assert xyz.overrides(cell) == {"t0": 0.6}  # I2VParams gets only its own fields
     assert xyz.motion_overrides(SimpleNamespace(), motion) is motion
+    assert xyz.motion_overrides(SimpleNamespace(i2v_adapter_overrides={"quality": 55.0}), motion).quality == 55
 
 
 def test_a_missing_video_writer_is_named_before_anything_is_made(monkeypatch):

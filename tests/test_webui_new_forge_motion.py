@@ -227,3 +227,18 @@ def test_animatelcm_in_six_lcm_steps_with_its_lora(server, reference_frame_zero)
     picture.update(lcm)
     anchored = video_frames(timed_post(server, "/sdapi/v1/img2img", picture))
     check_frame_zero("AnimateLCM with a picture, LCM 6 steps", anchored[0], reference_frame_zero)
+
+
+def test_xyz_plot_over_the_video_quality(server):
+    folder = Path(NEW_FORGE) / "outputs" / "img2img-images" / "i2v-adapter"
+    before = set(folder.glob("*.mp4"))
+    body = as_xyz_plot(server, video_request(motion_file("*v2*.safetensors"), frames=4, formats=["MP4", "PNG"]),
+                       "[I2V-Adapter] video quality", "10, 95")
+    response = timed_post(server, "/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:300]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    qualities = [re.search(r"I2V-Adapter video quality: (\d+)", text)[1] for text in infotexts[1:]]
+    videos = sorted(set(folder.glob("*.mp4")) - before)
+    sizes = [path.stat().st_size for path in videos]
+    print(f"X/Y/Z over the video quality {qualities}: MP4 sizes {sizes}")
+    assert qualities == ["10", "95"] and len(videos) == 2 and sizes[0] < sizes[1]

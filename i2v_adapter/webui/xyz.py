@@ -6,7 +6,8 @@ from dataclasses import replace
 
 AXES = {"t0": "[I2V-Adapter] t0", "p": "[I2V-Adapter] p", "scale": "[I2V-Adapter] scale"}
 MOTION_LORA_STRENGTH = "motion_lora_strength"
-FORGE2_AXES = {MOTION_LORA_STRENGTH: "[I2V-Adapter] motion LoRA strength"}
+VIDEO_QUALITY = "quality"
+FORGE2_AXES = {MOTION_LORA_STRENGTH: "[I2V-Adapter] motion LoRA strength", VIDEO_QUALITY: "[I2V-Adapter] video quality"}
 ATTRIBUTE = "i2v_adapter_overrides"
 
 
@@ -16,11 +17,16 @@ def overrides(p) -> dict:
 
 
 def motion_overrides(p, motion):
-    """``motion`` with what a plot cell sets: the strength of every chosen motion LoRA."""
-    strength = getattr(p, ATTRIBUTE, {}).get(MOTION_LORA_STRENGTH)
-    if strength is None or motion is None:
+    """``motion`` with what a plot cell sets: the strength of every chosen motion LoRA, the video quality."""
+    cell = getattr(p, ATTRIBUTE, {})
+    if motion is None:
         return motion
-    return replace(motion, motion_lora=tuple((name, strength) for name, _ in motion.motion_lora))
+    if MOTION_LORA_STRENGTH in cell:
+        strength = cell[MOTION_LORA_STRENGTH]
+        motion = replace(motion, motion_lora=tuple((name, strength) for name, _ in motion.motion_lora))
+    if VIDEO_QUALITY in cell:
+        motion = replace(motion, quality=int(round(cell[VIDEO_QUALITY])))
+    return motion
 
 
 def _apply(name: str):
