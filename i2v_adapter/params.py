@@ -130,7 +130,7 @@ _IMAGE_KINDS = "a picture (PIL image or array), a gradio image value, or a base6
 
 def _convert(name: str, kind: str, value):
     if kind == "bool":
-        return _to_bool(name, value)
+        return to_bool(name, value)
     if kind == "float":
         return _to_float(name, value)
     if kind == "str":
@@ -140,7 +140,7 @@ def _convert(name: str, kind: str, value):
     return value
 
 
-def _to_bool(name: str, value) -> bool:
+def to_bool(name: str, value) -> bool:
     # Only what a checkbox, JSON or an infotext can mean; bool([1, 2]) would silently be True.
     if isinstance(value, bool):
         return value

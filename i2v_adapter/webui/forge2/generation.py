@@ -51,13 +51,13 @@ def check_video(p, params: I2VParams, motion: MotionParams) -> VideoGeometry:
     """What can be refused before anything loads; the geometry with the requested window."""
     if getattr(p, "enable_hr", False):
         raise I2VAdapterError("I2V-Adapter does not work with Hires. fix: turn Hires. fix off "
-                                    "(upscale the video afterwards).")
+                              "(upscale the video afterwards).")
     reason = motion_modules.refusal(p.sd_model)
     if reason:
         raise I2VAdapterError(reason)
     if int(p.batch_size) != motion.frames:
         raise I2VAdapterError(f"I2V-Adapter: the batch size ({p.batch_size}) is not the number of frames "
-                                    f"({motion.frames}); another script changed it.")
+                              f"({motion.frames}); another script changed it.")
     context = motion.context_length or motion.frames
     return VideoGeometry(frames=motion.frames, video_length=motion.frames, context_length=min(context, motion.frames))
 
@@ -99,11 +99,11 @@ class MotionVideo:
         limit = self.module.max_frames
         if motion.context_length > limit:
             raise I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
-                                        f"this motion module's {limit} frames: set it to {limit} or less.")
+                                  f"this motion module's {limit} frames: set it to {limit} or less.")
         self.context = min(motion.context_length or limit, limit, frames)
         if self.context < frames and motion.context_overlap >= self.context:
             raise I2VAdapterError(f"I2V-Adapter: the context overlap ({motion.context_overlap}) must be less "
-                                        f"than the context length ({self.context}).")
+                                  f"than the context length ({self.context}).")
         self.windows = context_windows(frames, self.context, motion.context_overlap, motion.closed_loop)
         self.loras = motion_lora.load_all(motion.motion_lora, self.module, self.name)
         self.travel = _prompt_travel(getattr(p, "main_prompt", None) or p.prompt, frames)
@@ -137,9 +137,9 @@ class MotionVideo:
         if self._whole_prompts is not None:
             p.prompts, self._whole_prompts = self._whole_prompts, None
 
-    def travel_conditioning(self, params) -> None:
-        """Every sampling step: frames between keyframes get their keyframes' interpolated conditioning."""
-        if self.travel is None:
+    def travel_conditioning(self, p, params) -> None:
+        """Every sampling step of ``p``: frames between keyframes get their keyframes' interpolated conditioning."""
+        if self.travel is None or getattr(params.denoiser, "p", p) is not p:
             return
         params.text_cond = _per_frame(params.text_cond, self.frames,
                                       lambda cond: travelled_conditioning(cond, self.travel.frames, self.loop_prompts))
@@ -152,7 +152,9 @@ class MotionVideo:
 
         return sample_with_schedule
 
-    def patch(self, unet, layout) -> None:
+    def patch(self, p, unet, layout) -> None:
+        """Before every sampling, after the WebUI conditioned the batch (so the whole prompt is back for the infotext)."""
+        self.restore_whole_prompts(p)
         motion_modules.add_motion_module(unet, self.module)
         if len(self.windows) > 1:
             previous = unet.model_options.get("model_function_wrapper")
@@ -199,12 +201,10 @@ class Forge2Generation(ForgeGeneration):
 
     def patch_unet(self, p) -> None:
         super().patch_unet(p)  # the clone with the first-frame branch is now forge_objects.unet
-        self.video.patch(p.sd_model.forge_objects.unet, self.layout)
-        self.video.restore_whole_prompts(p)
+        self.video.patch(p, p.sd_model.forge_objects.unet, self.layout)
 
     def on_cfg_denoiser(self, params) -> None:
-        if getattr(params.denoiser, "p", self.p) is self.p:
-            self.video.travel_conditioning(params)
+        self.video.travel_conditioning(self.p, params)
         super().on_cfg_denoiser(params)
 
     def first_frame_latent(self) -> torch.Tensor:
@@ -238,13 +238,11 @@ class MotionOnlyGeneration(lifecycle.Lifecycle):
 
     def patch_unet(self, p) -> None:
         unet = p.sd_model.forge_objects.unet.clone()
-        self.video.patch(unet, self.layout)
+        self.video.patch(p, unet, self.layout)
         p.sd_model.forge_objects.unet = unet
-        self.video.restore_whole_prompts(p)
 
     def on_cfg_denoiser(self, params) -> None:
-        if getattr(params.denoiser, "p", self.p) is self.p:
-            self.video.travel_conditioning(params)
+        self.video.travel_conditioning(self.p, params)
 
     def write_video(self, processed) -> None:
         self.video.write(self.p, processed)

@@ -36,7 +36,7 @@ def load_all(chosen, module: nn.Module, module_name: str) -> list[tuple[MotionLo
         if path is None:
             known = ", ".join(files) or "none found"
             raise I2VAdapterError(f"I2V-Adapter: no motion LoRA named '{name}' in models/AnimateDiff/lora "
-                                        f"(available: {known}).")
+                                  f"(available: {known}).")
         try:
             lora = load_motion_lora(path)
             check_fits(lora, module, module_name)

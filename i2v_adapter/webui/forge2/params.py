@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ...motion.windows import LOOP, LOOP_EVERY_STRIDE, LOOP_MODES, LOOP_OFF, LOOP_WITH_PROMPTS
-from ...params import INFOTEXT_PREFIX, I2VParams, Knob, ParamsError
+from ...params import INFOTEXT_PREFIX, I2VParams, Knob, ParamsError, to_bool
 
 FORMATS = ("GIF", "MP4", "WEBM", "WEBP", "PNG")
 FROM_A_PICTURE = "from a picture"
@@ -114,14 +114,9 @@ def _convert_formats(name: str, default, value) -> tuple:
 
 
 def _convert_bool(name: str, default, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "on", "yes", MOTION_ONLY):
-        return True
-    if text in ("false", "0", "off", "no", FROM_A_PICTURE):
-        return False
-    raise ParamsError(f"I2V-Adapter: {name} must be true or false, got {value!r}.")
+    """As I2VParams reads a switch; the source radio's two labels are its two values."""
+    labels = {MOTION_ONLY: True, FROM_A_PICTURE: False}
+    return labels[value] if isinstance(value, str) and value in labels else to_bool(name, value)
 
 
 def _convert_loop(name: str, default, value) -> str:
