@@ -19,14 +19,16 @@ def fill_zero_initialised(model, seed: int):
     return model
 
 
-def ldm_unet(model_channels: int = 32, seed: int = 0):
-    """The ldm (A1111) UNet with the SD1.5 layout (16 attn1 layers), tiny widths."""
+def ldm_unet(model_channels: int = 32, seed: int = 0, sdxl_levels: bool = False):
+    """The ldm (A1111) UNet with the SD1.5 layout (16 attn1 layers), tiny widths; ``sdxl_levels``: SDXL's block
+    structure instead (three levels, no SpatialTransformer in the first; one transformer block each, not 2/10)."""
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     torch.manual_seed(seed)
+    levels = {"attention_resolutions": [2, 4], "channel_mult": [1, 2, 4]} if sdxl_levels else {
+        "attention_resolutions": [4, 2, 1], "channel_mult": [1, 2, 4, 4]}
     unet = UNetModel(
-        image_size=8, in_channels=4, out_channels=4, model_channels=model_channels,
-        attention_resolutions=[4, 2, 1], num_res_blocks=2, channel_mult=[1, 2, 4, 4],
+        image_size=8, in_channels=4, out_channels=4, model_channels=model_channels, num_res_blocks=2, **levels,
         num_heads=4, use_spatial_transformer=True, transformer_depth=1,
         context_dim=CONTEXT_DIM, legacy=False,
     )

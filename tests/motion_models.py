@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 
 import torch
 
@@ -14,8 +15,11 @@ import models
 from i2v_adapter.motion import MotionModule
 
 TINY_CHANNELS = (32, 64, 128, 128)
+TINY_SDXL_CHANNELS = (32, 64, 128)
 VERSIONS = {"v1": {"max_frames": 24, "mid_block": False}, "v2": {"max_frames": 32, "mid_block": True},
-            "v3": {"max_frames": 32, "mid_block": False}}
+            "v3": {"max_frames": 32, "mid_block": False},
+            "SDXL beta": {"max_frames": 32, "mid_block": False}, "HotShot-XL": {"max_frames": 24, "mid_block": False}}
+SDXL_VERSIONS = ("SDXL beta", "HotShot-XL")
 
 
 def random_motion_module(version: str = "v2", seed: int | None = None, std: float = 0.2) -> MotionModule:
@@ -27,7 +31,8 @@ def random_motion_module(version: str = "v2", seed: int | None = None, std: floa
 @functools.lru_cache(maxsize=None)
 def _random_motion_module(version: str, seed: int, std: float) -> MotionModule:
     torch.manual_seed(seed)
-    module = MotionModule(TINY_CHANNELS, version=version, **VERSIONS[version])
+    channels = TINY_SDXL_CHANNELS if version in SDXL_VERSIONS else TINY_CHANNELS
+    module = MotionModule(channels, version=version, **VERSIONS[version])
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in module.named_parameters():
@@ -39,8 +44,8 @@ def _random_motion_module(version: str, seed: int, std: float) -> MotionModule:
     return module.eval()
 
 
-def tiny_ldm_unet(seed: int = 0):
-    return models.ldm_unet(model_channels=TINY_CHANNELS[0], seed=seed)
+def tiny_ldm_unet(seed: int = 0, sdxl_levels: bool = False):
+    return models.ldm_unet(model_channels=TINY_CHANNELS[0], seed=seed, sdxl_levels=sdxl_levels)
 
 
 def diffusers_unet_like(ldm_unet):
@@ -48,10 +53,14 @@ def diffusers_unet_like(ldm_unet):
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
+    sdxl_levels = len(ldm_unet.input_blocks) == 9
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2 if sdxl_levels else ("CrossAttnDownBlock2D",) * 3 + (
+        "DownBlock2D",)
+    up = tuple(name.replace("Down", "Up") for name in reversed(down))
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=TINY_CHANNELS,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=TINY_SDXL_CHANNELS if sdxl_levels else TINY_CHANNELS,
+        down_block_types=down, up_block_types=up,
         cross_attention_dim=models.CONTEXT_DIM, attention_head_dim=4, norm_num_groups=32,
     )
     checkpoint = {f"model.diffusion_model.{k}": v for k, v in ldm_unet.state_dict().items()}
@@ -112,22 +121,16 @@ def ipplus_state_dict(seed: int = 5) -> dict:
     return whole
 
 
-def sdxl_state_dict() -> dict:
-    """AnimateDiff-SDXL's layout: three levels (down 0..2, up 0..2), no mid block."""
-    renumber_up = {"up_blocks.1.": "up_blocks.0.", "up_blocks.2.": "up_blocks.1.", "up_blocks.3.": "up_blocks.2."}
-    sdxl = {}
-    for key, tensor in original_state_dict("v3").items():
-        if key.startswith(("down_blocks.3.", "up_blocks.0.")):
-            continue
-        for old, new in renumber_up.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        sdxl[key] = tensor
-    return sdxl
+def sdxl_state_dict(seed: int | None = None) -> dict:
+    """AnimateDiff-SDXL's layout: three levels (down 0..2, up 0..2), no mid block, 32 positions."""
+    return original_state_dict("SDXL beta", seed)
 
 
-def hotshot_state_dict() -> dict:
-    """HotShot-XL names its temporal layers ``temporal_attentions``."""
-    block = "down_blocks.0.temporal_attentions.0.transformer_blocks.0.attention_blocks.0"
-    return {f"{block}.to_q.weight": torch.zeros(32, 32),
-            f"{block}.pos_encoder.positional_encoding": torch.zeros(1, 24, 32)}
+def hotshot_state_dict(seed: int | None = None) -> dict:
+    """HotShot-XL's released layout: ``temporal_attentions.N`` holds the temporal transformer's parts directly
+    (norm, proj_in, transformer_blocks, proj_out) and each attention a ``pos_encoder.positional_encoding``."""
+    hotshot = {}
+    for key, tensor in original_state_dict("HotShot-XL", seed).items():
+        key = re.sub(r"\.motion_modules\.(\d+)\.temporal_transformer\.", r".temporal_attentions.\1.", key)
+        hotshot[key.replace(".pos_encoder.pe", ".pos_encoder.positional_encoding")] = tensor
+    return hotshot

@@ -92,16 +92,6 @@ def test_motion_part_of_the_ipplus_whole_unet_is_used_and_the_rest_reported(tmp_
         "those)"]
 
 
-@pytest.mark.parametrize("tensors,says", [
-    (mm.sdxl_state_dict, "is an SDXL motion module (AnimateDiff-SDXL"),
-    (mm.hotshot_state_dict, "is a HotShot-XL motion module"),
-])
-def test_sdxl_motion_modules_are_refused_whatever_their_name(tmp_path, tensors, says):
-    message = refusal(save(tensors(), tmp_path / "mm_sd_v15_v2.safetensors"))
-    assert message.startswith(f"mm_sd_v15_v2.safetensors {says}")
-    assert "SD1.5" in message
-
-
 def test_animatelcm_gets_its_sinusoidal_positions_and_equals_v2_with_the_same_tables(tmp_path):
     import math
 
@@ -156,7 +146,8 @@ def test_incomplete_or_misshapen_modules_name_the_tensors(tmp_path):
 
     tensors = mm.original_state_dict("v1")
     narrow = {k: v for k, v in tensors.items() if not k.startswith("up_blocks.3.motion_modules.2.")}
-    assert "does not have the SD1.5 motion-module layout" in refusal(save(narrow, tmp_path / "narrow.safetensors"))
+    assert "does not have a motion-module layout (modules per down level {0: 2, 1: 2, 2: 2, 3: 2}, per up level " \
+           "{0: 3, 1: 3, 2: 3, 3: 2}" in refusal(save(narrow, tmp_path / "narrow.safetensors"))
 
 
 def test_damaged_files_are_refused(tmp_path):
@@ -187,5 +178,7 @@ def test_pickles_with_python_objects_are_refused(tmp_path):
 def test_tensors_already_read_are_judged_the_same_way():
     module = motion_module_from_tensors(mm.original_state_dict("v3"), "v3_sd15_mm.ckpt")
     assert (module.version, module.max_frames) == ("v3", 32)
-    with pytest.raises(MotionModuleError, match=r"^mm_sdxl_v10_beta.ckpt is an SDXL motion module"):
-        motion_module_from_tensors(mm.sdxl_state_dict(), "mm_sdxl_v10_beta.ckpt")
+    assert motion_module_from_tensors(mm.hotshot_state_dict(), "hsxl_temporal_layers.safetensors").version == "HotShot-XL"
+    lora = {"down_blocks.0.motion_modules.0.temporal_transformer.proj_in.lora_down.weight": torch.zeros(4, 32)}
+    with pytest.raises(MotionModuleError, match=r"^v2_lora_ZoomIn.ckpt is a LoRA"):
+        motion_module_from_tensors(lora, "v2_lora_ZoomIn.ckpt")

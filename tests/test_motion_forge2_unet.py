@@ -51,6 +51,20 @@ def unets():
     return forge.eval(), ldm
 
 
+@pytest.fixture(scope="module")
+def sdxl_unets():
+    """Forge 2's UNet and the ldm one with SDXL's block structure (output depths are listed last block first)."""
+    forge_class = _import_forge_unet()
+    ldm = mm.tiny_ldm_unet(sdxl_levels=True)
+    forge = forge_class(
+        in_channels=4, out_channels=4, model_channels=mm.TINY_SDXL_CHANNELS[0], num_res_blocks=2,
+        channel_mult=(1, 2, 4), transformer_depth=[0, 0, 1, 1, 1, 1], transformer_depth_output=[0] * 3 + [1] * 6,
+        transformer_depth_middle=1, context_dim=models.CONTEXT_DIM, num_heads=4, use_spatial_transformer=True,
+        use_linear_in_transformer=False)
+    forge.load_state_dict(ldm.state_dict(), strict=True)
+    return forge.eval(), ldm
+
+
 def forge_call(forge, x, t, context, modifiers, cond_or_uncond=(1, 0), norm_wrapper=None):
     options = {"cond_or_uncond": list(cond_or_uncond), "block_inner_modifiers": list(modifiers)}
     if norm_wrapper is not None:
@@ -89,6 +103,32 @@ def test_forge_unet_with_modifiers_equals_the_ldm_unet_with_slots(unets, version
         reference = run_with_slots(ldm, motion.slots(), FRAMES, *inputs,
                                    norms_across_frames=motion.groupnorm_across_frames)
         plain = ldm(*inputs)
+    assert (ours - reference).abs().max() <= TOLERANCE
+    assert (plain - reference).abs().max() > 100 * TOLERANCE
+
+
+@pytest.mark.parametrize("version", mm.SDXL_VERSIONS)
+def test_sdxl_modules_on_forges_sdxl_structured_unet_equal_the_ldm_unet_with_slots(sdxl_unets, version):
+    forge, ldm = sdxl_unets
+    motion = mm.random_motion_module(version)
+    check_unet_fits(forge, motion.slots())
+    seen = []
+    run = block_inner_modifier(motion.slots())
+
+    def record_runs(x, flag, layer, layer_index, block, options):
+        out = run(x, flag, layer, layer_index, block, options)
+        if out is not x:
+            seen.append((options["block"], layer_index))
+        return out
+
+    inputs = models.ldm_inputs(FRAMES, CHUNKS)
+    wrapper = group_norm_wrapper() if motion.groupnorm_across_frames else None
+    ours = forge_call(forge, *inputs, [record_runs], norm_wrapper=wrapper)
+    with torch.no_grad():
+        reference = run_with_slots(ldm, motion.slots(), FRAMES, *inputs,
+                                   norms_across_frames=motion.groupnorm_across_frames)
+        plain = ldm(*inputs)
+    assert seen == [(s.block, s.after_layer) for s in motion.slots()] and len(seen) == 15
     assert (ours - reference).abs().max() <= TOLERANCE
     assert (plain - reference).abs().max() > 100 * TOLERANCE
 

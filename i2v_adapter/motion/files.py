@@ -2,10 +2,11 @@
 
 Accepted: AnimateDiff SD1.5 motion modules in the original layout (v1: no mid block, 24 positions; v2:
 mid block; v3: no mid block, 32 positions), AnimateLCM's (v2's layout with its position tables left out of
-the file: AnimateLCM adds the same sinusoids, 64 positions, so they are computed here), the same in
-diffusers' ``MotionAdapter`` naming, and the motion part of a whole diffusers 3D UNet such as the official
-``animatediff_v15_v1_ipplus.pth`` (its other tensors are counted in ``notes``). Refused, each with one
-sentence: SDXL motion modules (AnimateDiff-SDXL, HotShot-XL), motion LoRAs, foreign and damaged files.
+the file: AnimateLCM adds the same sinusoids, 64 positions, so they are computed here), AnimateDiff-SDXL
+(three levels of 320/640/1280 channels, 32 positions) and HotShot-XL (the same three levels named
+``temporal_attentions``, 24 positions), the same in diffusers' ``MotionAdapter`` naming, and the motion part
+of a whole diffusers 3D UNet such as the official ``animatediff_v15_v1_ipplus.pth`` (its other tensors are
+counted in ``notes``). Refused, each with one sentence: motion LoRAs, foreign and damaged files.
 The file name never decides anything.
 """
 from __future__ import annotations
@@ -18,12 +19,14 @@ import torch
 
 from ..weights.adapter import WeightsError
 from ..weights.reading import listing, read_file, strip_prefixes
-from .keys import HOTSHOT_PART, LORA_PART, MOTION_KEY, family_of, is_diffusers_motion_key, to_original_names
+from .keys import (LORA_PART, MOTION_KEY, family_of, hotshot_to_original_names, is_diffusers_motion_key,
+                   is_hotshot_key, to_original_names)
 from .architecture import sinusoidal_table
-from .module import DOWN_MODULES_PER_LEVEL, LEVEL_WIDTHS, UP_MODULES_PER_LEVEL, MotionModule
+from .module import BASE_MODELS, DOWN_MODULES_PER_LEVEL, SDXL, UP_MODULES_PER_LEVEL, MotionModule
 
 V1_POSITIONS = 24
-_SUPPORTED = "only AnimateDiff v1, v2, v3 and AnimateLCM motion modules for SD1.5 are supported"
+_SUPPORTED = ("supported are AnimateDiff v1, v2, v3 and AnimateLCM for SD1.5, AnimateDiff-SDXL and HotShot-XL for "
+              "SDXL")
 # AnimateLCM's motion modules keep their sinusoidal position tables out of the file; its code makes them 64 long.
 ANIMATELCM_POSITIONS = 64
 
@@ -59,6 +62,9 @@ def motion_module_from_tensors(tensors: dict[str, torch.Tensor], name: str = "th
 
 def _build(tensors: dict[str, torch.Tensor]) -> MotionModule:
     tensors = {strip_prefixes(key): value for key, value in tensors.items()}
+    hotshot = any(is_hotshot_key(key) for key in tensors)
+    if hotshot:
+        tensors = hotshot_to_original_names(tensors)
     _refuse_other_kinds(tensors)
     motion = {key: value for key, value in tensors.items() if MOTION_KEY.match(key)}
     others = Counter(family_of(key) for key in tensors if key not in motion)
@@ -66,12 +72,12 @@ def _build(tensors: dict[str, torch.Tensor]) -> MotionModule:
         unknown = [key for key in tensors if key not in motion and family_of(key) == "unknown"]
         raise _Refusal(f"holds tensors that belong neither to a motion module nor to a UNet: {listing(unknown)}")
     state_dict = to_original_names(motion)
-    geometry = _geometry(state_dict)
+    geometry = _geometry(state_dict, hotshot)
     if geometry["version"] == "AnimateLCM":
         state_dict.update(_position_tables(state_dict, geometry["max_frames"]))
     # Built without storage: the file's tensors become its weights, no time spent on a random init.
     with torch.device("meta"):
-        module = MotionModule(source=_source(motion, others), **geometry)
+        module = MotionModule(source="hotshot" if hotshot else _source(motion, others), **geometry)
     _load_every_key(module, state_dict)
     module.eval()
     if others:
@@ -81,8 +87,6 @@ def _build(tensors: dict[str, torch.Tensor]) -> MotionModule:
 
 def _refuse_other_kinds(tensors: dict[str, torch.Tensor]) -> None:
     keys = list(tensors)
-    if any(HOTSHOT_PART in f".{key}" for key in keys):
-        raise _Refusal(f"is a HotShot-XL motion module, made for SDXL; {_SUPPORTED}")
     if any(LORA_PART in key.lower() for key in keys):
         raise _Refusal("is a LoRA (e.g. a motion LoRA), not a motion module")
     if not any(MOTION_KEY.match(key) for key in keys):
@@ -115,21 +119,19 @@ def _level_counts(modules, kind: str) -> dict[int, int]:
     return dict(sorted(counts.items()))
 
 
-def _geometry(state_dict: dict) -> dict:
+def _geometry(state_dict: dict, hotshot: bool) -> dict:
     """MotionModule arguments (channels, max_frames, mid_block, transformer_blocks, version) from the keys."""
     modules = _module_keys(state_dict)
     down, up = _level_counts(modules, "down_blocks"), _level_counts(modules, "up_blocks")
     widths = {name: parts["temporal_transformer.norm.weight"].shape[0] for name, parts in modules.items()
               if "temporal_transformer.norm.weight" in parts}
     level_widths = tuple(widths.get(f"down_blocks.{level}.motion_modules.0") for level in sorted(down))
-    if len(down) == 3 and len(up) == 3:
-        raise _Refusal(f"is an SDXL motion module (AnimateDiff-SDXL: 3 levels of {level_widths} channels); "
-                       f"{_SUPPORTED}")
-    expected_down = {level: DOWN_MODULES_PER_LEVEL for level in range(len(LEVEL_WIDTHS))}
-    expected_up = {level: UP_MODULES_PER_LEVEL for level in range(len(LEVEL_WIDTHS))}
-    base = level_widths[0] if level_widths and level_widths[0] else 0
-    if down != expected_down or up != expected_up or level_widths != tuple(base * m for m in LEVEL_WIDTHS):
-        raise _Refusal(f"does not have the SD1.5 motion-module layout (modules per down level {down}, per up "
+    first = level_widths[0] if level_widths and level_widths[0] else 0
+    base = next((base for base in BASE_MODELS if len(base.level_widths) == len(down)), None)
+    if (base is None or down != dict.fromkeys(range(len(down)), DOWN_MODULES_PER_LEVEL)
+            or up != dict.fromkeys(range(len(down)), UP_MODULES_PER_LEVEL)
+            or level_widths != tuple(first * m for m in base.level_widths)):
+        raise _Refusal(f"does not have a motion-module layout (modules per down level {down}, per up "
                        f"level {up}, level widths {level_widths}); {_SUPPORTED}")
     tables = {tensor.shape[1] for key, tensor in state_dict.items() if key.endswith(".pos_encoder.pe")}
     mid_block = any(name.startswith("mid_block.") for name in modules)
@@ -142,7 +144,14 @@ def _geometry(state_dict: dict) -> dict:
     max_frames = tables.pop() if stored_tables else ANIMATELCM_POSITIONS
     blocks = {int(m[1]) for rest in modules["down_blocks.0.motion_modules.0"]
               if (m := re.match(r"temporal_transformer\.transformer_blocks\.(\d+)\.", rest))}
-    version = "AnimateLCM" if not stored_tables else "v2" if mid_block else ("v1" if max_frames == V1_POSITIONS else "v3")
+    if base is SDXL:
+        if not stored_tables:
+            raise _Refusal(f"has SDXL's three levels but no position tables (pos_encoder.pe); {_SUPPORTED}")
+        # sd-webui-animatediff's rule as well: HotShot-XL's tables hold 24 positions, AnimateDiff-SDXL's 32.
+        version = "HotShot-XL" if hotshot or max_frames == V1_POSITIONS else "SDXL beta"
+    else:
+        version = ("AnimateLCM" if not stored_tables else "v2" if mid_block
+                   else "v1" if max_frames == V1_POSITIONS else "v3")
     return {"channels": level_widths, "max_frames": max_frames, "mid_block": mid_block,
             "transformer_blocks": max(1, len(blocks)), "version": version}
 

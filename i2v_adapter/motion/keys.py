@@ -22,8 +22,11 @@ SPATIAL_UNET_KEY = re.compile(
     r"up_blocks\.\d+\.(resnets|attentions|upsamplers))\.")
 IP_ADAPTER_PARTS = (".to_k_ip.", ".to_v_ip.")
 ADAPTER_PARTS = (".to_q_ff.", ".to_out_ff.")
-# HotShot-XL names its temporal layers ``temporal_attentions``; LoRA files carry lora in their names.
+# HotShot-XL names its temporal layers ``temporal_attentions`` (no ``temporal_transformer`` level) and its
+# position tables ``positional_encoding``; LoRA files carry lora in their names.
 HOTSHOT_PART = ".temporal_attentions."
+_HOTSHOT_KEY = re.compile(r"^(?P<level>down_blocks\.\d+|mid_block|up_blocks\.\d+)\.temporal_attentions\.(?P<index>\d+)\."
+                          r"(?P<rest>.+)$")
 LORA_PART = "lora"
 
 # Inside a transformer block: original name part -> diffusers name part (one table for both directions).
@@ -36,6 +39,23 @@ ORIGINAL_TO_DIFFUSERS = (
 )
 _DIFFUSERS_PE = re.compile(r"^(?P<block>transformer_blocks\.\d+)\.pos_embed\.pe$")
 _ORIGINAL_ROOT = "temporal_transformer."
+
+
+def is_hotshot_key(key: str) -> bool:
+    return _HOTSHOT_KEY.match(key) is not None
+
+
+def hotshot_to_original_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HotShot-XL's temporal layers under AnimateDiff's names (its modules are AnimateDiff's temporal
+    transformer, one level up); other keys pass unchanged."""
+    renamed = {}
+    for key, tensor in tensors.items():
+        match = _HOTSHOT_KEY.match(key)
+        if match:
+            rest = match["rest"].replace(".pos_encoder.positional_encoding", ".pos_encoder.pe")
+            key = f"{match['level']}.motion_modules.{match['index']}.{_ORIGINAL_ROOT}{rest}"
+        renamed[key] = tensor
+    return renamed
 
 
 def is_motion_key(key: str) -> bool:

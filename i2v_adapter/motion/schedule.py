@@ -4,7 +4,8 @@ SD1.5 itself uses "scaled linear" betas (linspace of square roots, squared); Ani
 motion modules with plain linear betas from 0.00085 to 0.012 over 1000 steps, which ends noisier
 (sigma_max about 25 instead of 14.6). diffusers calls it ``beta_schedule="linear"``; ldm and Forge call the
 same thing ``sqrt_linear``. AnimateDiff-SDXL was trained on scaled-linear betas up to 0.020, which
-sd-webui-animatediff sets for it (HotShot-XL keeps the linear ones).
+sd-webui-animatediff sets for it; HotShot-XL gets the linear ones there, and here too, so that a HotShot video is
+the same on every WebUI.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def animatediff_alphas_cumprod(schedule: BetaSchedule = ANIMATEDIFF_BETAS) -> to
     return _alphas_cumprod(schedule).float()
 
 
-def animatediff_sigmas() -> torch.Tensor:
-    """(1000,) float32 k-diffusion sigmas of the same schedule: sqrt((1 - a) / a), rising with the step."""
-    alphas_cumprod = _alphas_cumprod()
+def animatediff_sigmas(schedule: BetaSchedule = ANIMATEDIFF_BETAS) -> torch.Tensor:
+    """(1000,) float32 k-diffusion sigmas of ``schedule``: sqrt((1 - a) / a), rising with the step."""
+    alphas_cumprod = _alphas_cumprod(schedule)
     return ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()

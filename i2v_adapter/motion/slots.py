@@ -1,12 +1,15 @@
-"""Where each motion module runs in an ldm-layout SD1.5 UNet, and how a host applies them.
+"""Where each motion module runs in an ldm-layout UNet, and how a host applies them.
 
-The ldm layout (A1111's ``ldm``, Forge's ``backend/nn/unet.py``, ``ldm_patched``) has three lists of
+The ldm layout (A1111's ``ldm``/``sgm``, Forge's ``backend/nn/unet.py``, ``ldm_patched``) has three lists of
 ``TimestepEmbedSequential`` blocks. AnimateDiff's rule: a motion module runs after the block's last
-SpatialTransformer, or after its ResBlock where it has none, and so always before an Upsample:
+SpatialTransformer, or after its ResBlock where it has none, and so always before an Upsample. SD1.5:
 
     input_blocks   1, 2, 4, 5, 7, 8 (Res, ST): after layer 1     10, 11 (Res): after layer 0
     middle_block   (Res, ST, Res): after layer 1 (v2 only)
     output_blocks  0, 1, 2 (Res[, Up]): after layer 0            3..11 (Res, ST[, Up]): after layer 1
+
+SDXL's first level has no SpatialTransformer: input blocks 1, 2 and output blocks 6, 7, 8 after layer 0,
+input 4, 5, 7, 8 and output 0..5 after layer 1.
 
 ``down_blocks.i.motion_modules.j`` -> input block 1 + 3i + j; ``up_blocks.i.motion_modules.j`` -> output
 block 3i + j; ``mid_block.motion_modules.0`` -> the middle block.
@@ -40,17 +43,17 @@ class MotionSlot:
     channels: int
 
 
-def input_slot(level: int, index: int) -> tuple[tuple[str, int], int]:
-    block_id = 1 + 3 * level + index
-    return (INPUT, block_id), (0 if level == 3 else 1)
+def input_slot(level: int, index: int, attention: bool) -> tuple[tuple[str, int], int]:
+    """``attention``: whether the level's blocks have a SpatialTransformer after their ResBlock."""
+    return (INPUT, 1 + 3 * level + index), (1 if attention else 0)
 
 
 def middle_slot() -> tuple[tuple[str, int], int]:
     return (MIDDLE, 0), 1
 
 
-def output_slot(level: int, index: int) -> tuple[tuple[str, int], int]:
-    return (OUTPUT, 3 * level + index), (0 if level == 0 else 1)
+def output_slot(level: int, index: int, attention: bool) -> tuple[tuple[str, int], int]:
+    return (OUTPUT, 3 * level + index), (1 if attention else 0)
 
 
 # ---------------------------------------------------------------- checking a host UNet
@@ -75,7 +78,8 @@ def _layer_channels(layer: nn.Module) -> int | None:
 def check_unet_fits(unet: nn.Module, slots: Sequence[MotionSlot]) -> None:
     """Raise ValueError (one sentence) unless every slot's layer exists and has the module's width.
 
-    An SDXL or other UNet loaded with an SD1.5 motion module fails here, before any generation.
+    A UNet of another layout (an SDXL one for an SD1.5 module, a merge of odd widths) fails here, before any
+    generation.
     """
     for slot in slots:
         kind, block_id = slot.block
@@ -86,7 +90,7 @@ def check_unet_fits(unet: nn.Module, slots: Sequence[MotionSlot]) -> None:
         if channels != slot.channels:
             found = f"{type(layer).__name__} of {channels} channels" if layer is not None else "no such layer"
             raise ValueError(
-                f"the loaded model does not have the SD1.5 UNet layout the motion module needs: {kind} block "
+                f"the loaded model does not have the UNet layout the motion module needs: {kind} block "
                 f"{block_id}, layer {slot.after_layer} should give {slot.channels} channels, found {found}")
 
 
