@@ -217,11 +217,41 @@ def _model(storage=torch.float16, **kinds):
 def test_models_that_cannot_take_a_motion_module_are_refused():
     assert forge2_motion.refusal(_model(is_sd1=True)) is None
     assert forge2_motion.refusal(_model(is_sd1=True, storage=torch.float8_e4m3fn)) is None
-    assert "the loaded one is SDXL" in forge2_motion.refusal(_model(is_sd1=False, is_sdxl=True))
+    assert forge2_motion.refusal(_model(is_sd1=False, is_sdxl=True)) is None
+    assert "SD1.5 and SDXL checkpoints" in forge2_motion.refusal(_model(is_sd1=False, is_sd3=True))
     assert "the loaded one is Flux" in forge2_motion.refusal(type("Flux", (), {"is_sd1": False})())
     gguf = forge2_motion.refusal(_model(is_sd1=True, storage="gguf"))
     assert "stored as GGUF" in gguf and ".safetensors" in gguf and "Low Bits" not in gguf  # the file decides
     assert "stored as NF4" in forge2_motion.refusal(_model(is_sd1=True, storage="nf4"))
+
+
+def test_a_motion_module_for_the_other_picture_model_is_refused_naming_both_files():
+    import motion_models as mm
+
+    checkpoint = SimpleNamespace(filename="/models/Stable-diffusion/sd_xl_base_1.0.safetensors")
+    sdxl_model = _model(is_sd1=False, is_sdxl=True, sd_checkpoint_info=checkpoint)
+    sd15_model = _model(is_sd1=True, sd_checkpoint_info=SimpleNamespace(filename="dreamshaper_8.safetensors"))
+    sd15_module, sdxl_module = mm.random_motion_module("v3"), mm.random_motion_module("HotShot-XL")
+    assert forge2_motion.mismatch(sdxl_model, sdxl_module, "hsxl_temporal_layers.safetensors") is None
+    assert forge2_motion.mismatch(sd15_model, sd15_module, "v3_sd15_mm.ckpt") is None
+    assert forge2_motion.mismatch(sdxl_model, sd15_module, "v3_sd15_mm.ckpt") == (
+        "I2V-Adapter: v3_sd15_mm.ckpt is a motion module for SD1.5 and sd_xl_base_1.0.safetensors is an SDXL "
+        "checkpoint: choose a motion module for SDXL (AnimateDiff-SDXL or HotShot-XL) or load an SD1.5 checkpoint.")
+    assert forge2_motion.mismatch(sd15_model, sdxl_module, "hsxl_temporal_layers.safetensors") == (
+        "I2V-Adapter: hsxl_temporal_layers.safetensors is a motion module for SDXL and dreamshaper_8.safetensors is an "
+        "SD1.5 checkpoint: choose a motion module for SD1.5 (AnimateDiff v1-v3 or AnimateLCM) or load an SDXL "
+        "checkpoint.")
+
+
+def test_animatediff_sdxl_samples_with_its_scaled_linear_schedule():
+    from i2v_adapter.motion.schedule import ANIMATEDIFF_SDXL_BETAS
+
+    predictor = _Predictor()
+    forge2_motion.ScheduleOverride(predictor, schedule=ANIMATEDIFF_SDXL_BETAS).apply()
+    betas = torch.linspace(0.00085 ** 0.5, 0.020 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alphas = torch.cumprod(1 - betas, 0)
+    assert torch.allclose(predictor.sigmas.double(), ((1 - alphas) / alphas).sqrt(), rtol=1e-5)
+    forge2_motion.restore_schedule()
 
 
 # -- files ----------------------------------------------------------------------------------------------

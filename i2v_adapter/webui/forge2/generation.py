@@ -92,15 +92,15 @@ class MotionVideo:
             # The reader names the file by its path; the server's folders are no business of the client.
             message = str(error).replace(self.path, self.name) if self.path else str(error)
             raise I2VAdapterError(message) from None
-        try:  # e.g. an SD1.5-sized checkpoint of another layout: refused before anything is patched
+        wrong_model = motion_modules.mismatch(p.sd_model, self.module, self.name)
+        if wrong_model:
+            raise I2VAdapterError(wrong_model)
+        try:  # e.g. a checkpoint of the right family with other widths: refused before anything is patched
             check_unet_fits(p.sd_model.forge_objects.unet.model.diffusion_model, self.module.slots())
         except ValueError as error:
             raise I2VAdapterError(f"I2V-Adapter: {error}.") from None
-        limit = self.module.max_frames
-        if motion.context_length > limit:
-            raise I2VAdapterError(f"I2V-Adapter: the context length ({motion.context_length}) is more than "
-                                  f"this motion module's {limit} frames: set it to {limit} or less.")
-        self.context = min(motion.context_length or limit, limit, frames)
+        self.context = min(motion.context_length or self.module.native_window, frames)
+        self._check_window(motion.context_length)
         if self.context < frames and motion.context_overlap >= self.context:
             raise I2VAdapterError(f"I2V-Adapter: the context overlap ({motion.context_overlap}) must be less "
                                   f"than the context length ({self.context}).")
@@ -109,11 +109,23 @@ class MotionVideo:
         self.travel = _prompt_travel(getattr(p, "main_prompt", None) or p.prompt, frames)
         self.loop_prompts = motion.closed_loop in (LOOP_WITH_PROMPTS, LOOP_EVERY_STRIDE)
         self._whole_prompts: list[str] | None = None
-        self.schedule = motion_modules.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model)
+        self.schedule = motion_modules.ScheduleOverride(p.sd_model.forge_objects.unet.model.predictor, p.sd_model,
+                                                        self.module.schedule)
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    def _check_window(self, context_length: int) -> None:
+        limit, native = self.module.max_frames, self.module.native_window
+        if context_length > limit:
+            raise I2VAdapterError(f"I2V-Adapter: the context length ({context_length}) is more than "
+                                  f"this motion module's {limit} frames: set it to {limit} or less.")
+        if context_length > native:
+            # HotShot-XL's table holds 24 positions, but it learnt motion on 8-frame clips only.
+            raise I2VAdapterError(f"I2V-Adapter: {self.name} ({self.module.describe().split(' (')[0]}) was trained "
+                                  f"on {native}-frame windows: set the context length to {native} or less (0 chooses "
+                                  f"{native}); longer videos are made in windows of it.")
 
     def start(self, p, undo: list) -> None:
         undo.append(self.schedule.restore)

@@ -18,6 +18,10 @@ from threading import Lock
 import torch
 
 from ...motion import MotionModule, MotionModuleError, animatediff_sigmas, block_inner_modifier, group_norm_wrapper, load_motion_module
+from ...motion.keys import is_hotshot_key
+from ...motion.module import HOTSHOT_WINDOW
+from ...motion.schedule import ANIMATEDIFF_BETAS, BetaSchedule
+from ...weights.reading import strip_prefixes
 
 log = logging.getLogger("i2v_adapter")
 
@@ -54,7 +58,8 @@ def find(name: str) -> str:
     files = _files()
     if not files:
         raise MotionModuleError("I2V-Adapter needs an AnimateDiff motion module on this Forge: put one (e.g. "
-                                "mm_sd_v15_v2.ckpt or v3_sd15_mm.ckpt) in models/AnimateDiff and press the refresh button.")
+                                "v3_sd15_mm.ckpt for SD1.5, mm_sdxl_v10_beta.ckpt for SDXL) in models/AnimateDiff and "
+                                "press the refresh button.")
     if not name:
         return next(iter(files.values()))
     path = files.get(os.path.basename(name))
@@ -62,6 +67,22 @@ def find(name: str) -> str:
         raise MotionModuleError(f"I2V-Adapter: no motion module named '{name}' in models/AnimateDiff "
                                 f"(available: {', '.join(files)}).")
     return path
+
+
+def trained_window(name: str) -> int | None:
+    """HotShot-XL's 8 frames for a HotShot file (told from its safetensors keys without loading it), else None:
+    the panel sets the context length to it, the most HotShot takes."""
+    path = _files().get(os.path.basename(name or ""))
+    if not path or not path.lower().endswith(".safetensors"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            hotshot = any(is_hotshot_key(strip_prefixes(key)) for key in handle.keys())
+    except Exception:  # an unreadable file: the generation says why in its own sentence
+        return None
+    return HOTSHOT_WINDOW if hotshot else None
 
 
 _cache: dict[str, tuple[float, MotionModule]] = {}
@@ -91,22 +112,41 @@ def cached_motion_module(path: str) -> MotionModule:
 QUANTISED_STORAGE = ("nf4", "fp4")  # GGUF has its own sentence: the file decides it, not a setting
 
 
+def base_model(sd_model) -> str | None:
+    """'SD1.5' or 'SDXL' (the picture models motion modules are made for), else None."""
+    if getattr(sd_model, "is_sd1", False):
+        return "SD1.5"
+    return "SDXL" if getattr(sd_model, "is_sdxl", False) else None
+
+
 def refusal(sd_model) -> str | None:
     """One sentence when the loaded model cannot get a motion module, else None."""
-    if not getattr(sd_model, "is_sd1", False):
-        kind = next((name for name in ("sdxl", "sd2", "sd3") if getattr(sd_model, f"is_{name}", False)), None)
+    if base_model(sd_model) is None:
+        kind = next((name for name in ("sd2", "sd3") if getattr(sd_model, f"is_{name}", False)), None)
         loaded = kind.upper() if kind else type(sd_model).__name__
-        return (f"I2V-Adapter animates SD1.5 checkpoints only (AnimateDiff's SD1.5 motion modules): "
-                f"load an SD1.5 checkpoint (the loaded one is {loaded}).")
+        return (f"I2V-Adapter animates SD1.5 and SDXL checkpoints (the motion modules exist for those): "
+                f"load one of them (the loaded one is {loaded}).")
     storage = getattr(sd_model.forge_objects.unet.model, "storage_dtype", None)
     if isinstance(storage, str) and storage.lower() == "gguf":
         # The file decides GGUF storage; the 'Diffusion in Low Bits' setting cannot undo it.
         return ("I2V-Adapter cannot animate a UNet stored as GGUF (the loaded checkpoint is a .gguf file): "
-                "load a full-precision SD1.5 checkpoint (.safetensors or .ckpt).")
+                "load a full-precision checkpoint (.safetensors or .ckpt).")
     if isinstance(storage, str) and storage.lower() in QUANTISED_STORAGE:
         return (f"I2V-Adapter cannot animate a UNet stored as {storage.upper()}: set 'Diffusion in Low Bits' to "
                 f"Automatic or a float format, or load a full-precision checkpoint.")
     return None
+
+
+def mismatch(sd_model, module: MotionModule, module_name: str) -> str | None:
+    """One sentence naming both files when the motion module is made for another picture model, else None."""
+    loaded = base_model(sd_model)
+    if loaded is None or loaded == module.base.name:
+        return None
+    info = getattr(sd_model, "sd_checkpoint_info", None)
+    checkpoint = os.path.basename(getattr(info, "filename", "") or "") or "the loaded checkpoint"
+    families = "AnimateDiff-SDXL or HotShot-XL" if loaded == "SDXL" else "AnimateDiff v1-v3 or AnimateLCM"
+    return (f"I2V-Adapter: {module_name} is a motion module for {module.base.name} and {checkpoint} is an {loaded} "
+            f"checkpoint: choose a motion module for {loaded} ({families}) or load an {module.base.name} checkpoint.")
 
 
 # -- the patches ------------------------------------------------------------------------------------
@@ -157,15 +197,17 @@ def return_freed_memory() -> None:
 
 
 class ScheduleOverride:
-    """AnimateDiff's noise schedule on the predictor for one generation; :meth:`restore` puts Forge's back.
+    """The motion module's noise schedule on the predictor for one generation (AnimateDiff's linear betas, or
+    AnimateDiff-SDXL's scaled-linear ones to 0.020); :meth:`restore` puts Forge's back.
 
     Forge's timestep samplers (DDIM, PLMS, UniPC) keep ``alphas_cumprod`` on the model, derived from the
     predictor when the sampler is made (img2img makes it before sampling): it follows the sigmas both ways.
     """
 
-    def __init__(self, predictor, sd_model=None):
+    def __init__(self, predictor, sd_model=None, schedule: BetaSchedule = ANIMATEDIFF_BETAS):
         self.predictor = predictor
         self.sd_model = sd_model
+        self.schedule = schedule
         self.original: torch.Tensor | None = None
 
     def apply(self) -> None:
@@ -173,7 +215,7 @@ class ScheduleOverride:
             global _applied
             self.original = self.predictor.sigmas.clone()
             _applied = self
-        self._set(animatediff_sigmas().to(self.original.device))
+        self._set(animatediff_sigmas(self.schedule).to(self.original.device))
 
     def restore(self) -> None:
         global _applied

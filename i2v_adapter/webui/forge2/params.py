@@ -30,11 +30,13 @@ def _field(default, knob: Knob, **kwargs):
 @dataclass
 class MotionParams:
     motion_module: str = _field("", Knob("Motion module", infotext="motion module",
-                                         help="An AnimateDiff SD1.5 motion module (v1, v2, v3) or AnimateLCM's, from models/AnimateDiff."))
+                                         help="From models/AnimateDiff: for SD1.5 AnimateDiff v1, v2, v3 or "
+                                              "AnimateLCM; for SDXL AnimateDiff-SDXL or HotShot-XL."))
     frames: int = _field(16, Knob("Frames", infotext="frames", minimum=2, maximum=64, step=1))
     fps: int = _field(8, Knob("FPS", infotext="fps", minimum=1, maximum=60, step=1))
     context_length: int = _field(16, Knob("Context length", infotext="context length", minimum=0, maximum=32, step=1,
-                                          help="Frames per window for longer videos; 0: the motion module's limit."))
+                                          help="Frames per window for longer videos; 0: the motion module's "
+                                               "own (HotShot-XL: 8)."))
     context_overlap: int = _field(4, Knob("Context overlap", infotext="context overlap", minimum=0, maximum=31,
                                           step=1, help="Frames shared by neighbouring windows."))
     formats: tuple = _field(("GIF",), Knob("Formats", infotext="formats"))

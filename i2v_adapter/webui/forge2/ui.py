@@ -15,9 +15,15 @@ from . import motion_lora
 from .params import (FORMATS, FROM_A_PICTURE, LOOP_LABELS, MOTION_ONLY, MotionParams, formats_from_infotext,
                             motion_lora_text)
 
-HINT = ("This Forge has no AnimateDiff: I2V-Adapter brings its own. Choose an AnimateDiff SD1.5 motion module "
-        "(v1, v2 or v3) or AnimateLCM's from models/AnimateDiff; videos longer than the context length are made in "
-        "overlapping windows.")
+HINT = ("This Forge has no AnimateDiff: I2V-Adapter brings its own. Choose a motion module from models/AnimateDiff "
+        "made for the loaded checkpoint: AnimateDiff v1, v2, v3 or AnimateLCM for SD1.5, AnimateDiff-SDXL or HotShot-XL "
+        "for SDXL; videos longer than the context length are made in overlapping windows.")
+
+
+def _window_for(name: str, context_length: float):
+    """HotShot-XL learnt motion on 8-frame clips: choosing it brings a longer context length down to 8."""
+    window = motion_modules.trained_window(name)
+    return gr.update(value=window) if window and context_length > window else gr.update()
 
 
 def _slider(name: str, prefix: str):
@@ -110,6 +116,8 @@ class MotionSection:
                 self.webp_lossless = gr.Checkbox(value=False, label=MotionParams.knob("webp_lossless").label,
                                                  elem_id=f"{prefix}_webp_lossless")
         refresh.click(fn=lambda: gr.update(choices=motion_modules.names()), inputs=[], outputs=[self.motion_module])
+        self.motion_module.change(fn=_window_for, inputs=[self.motion_module, self.context_length],
+                                  outputs=[self.context_length], show_progress=False)
         lora_refresh.click(fn=lambda: gr.update(choices=motion_lora.names()), inputs=[],
                            outputs=[self.lora_picker])
         self.lora_picker.change(fn=_add_lora, inputs=[self.motion_lora, self.lora_picker],
