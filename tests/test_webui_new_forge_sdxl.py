@@ -127,7 +127,8 @@ def test_motion_only_sdxl_txt2img_is_a_plain_animatediff_video(server):
 @pytest.mark.parametrize("settings, expected", [
     ({"motion_module": "SD15"}, "is a motion module for SD1.5 and {checkpoint} is an SDXL checkpoint"),
     ({"motion_module": "HotShot-XL", "context_length": 16}, "was trained on 8-frame windows"),
-    ({"motion_module": "AnimateDiff-SDXL", "model": ADAPTER_FILE}, "SD1.5"),
+    ({"motion_module": "AnimateDiff-SDXL", "model": ADAPTER_FILE},
+     f"{ADAPTER_FILE} was made for SD1.5/SD2 (16 attention layers) but the loaded model {{checkpoint}} is SDXL"),
 ], ids=["sd15-module", "hotshot-window", "sd15-adapter"])
 def test_sdxl_mismatches_are_refused_with_one_sentence(server, image, settings, expected):
     module = motion_file("*v3*.safetensors") if settings["motion_module"] == "SD15" else family_file(

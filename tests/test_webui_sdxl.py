@@ -192,4 +192,4 @@ def test_sd15_adapter_with_sdxl_is_refused_naming_both(host, webui, image):
     assert response.status_code == 422, response.text[:300]
     detail = response.json()["detail"]
     print(f"refused: {detail}")
-    assert "made for SD1.5" in detail and "loaded model is SDXL" in detail
+    assert f"{ADAPTER_FILE} was made for SD1.5" in detail and "is SDXL (70 attention layers)" in detail

@@ -138,4 +138,4 @@ def test_sdxl_adapter_with_sd15_is_refused_naming_both(webui, motion_module, ima
     assert response.status_code == 422, response.text[:300]
     detail = response.json()["detail"]
     print(f"refused: {detail}")
-    assert "made for SDXL" in detail and "loaded model is SD1.5" in detail
+    assert "was made for SDXL" in detail and "is SD1.5/SD2 (16 attention layers)" in detail

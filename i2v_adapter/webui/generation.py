@@ -8,6 +8,7 @@ where frame 0's rows are in the denoiser's input, and which ControlNet serves th
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..image_input import ImageInputError, picture_from_value, to_rgb8
 from ..layout import FrameLayout, Window
 from ..params import I2VParams
 from ..prior import frame_similarity_prior
-from ..weights.adapter import WeightsError
+from ..weights.adapter import BASE_LABELS, BaseModelMismatch, WeightsError
 from ..weights.cache import cached_adapter_weights
 from . import animatediff, controlnet, model_files
 from .controlnet import ControlNetHost
@@ -47,6 +48,11 @@ def _user_image(p, params: I2VParams):
     return to_rgb8(image)
 
 
+def _checkpoint_name(p) -> str:
+    info = getattr(getattr(p, "sd_model", None), "sd_checkpoint_info", None)
+    return os.path.basename(getattr(info, "filename", "") or "") or "(checkpoint)"
+
+
 class Generation(Lifecycle):
     """State and wrappers of one I2V generation; stop() undoes everything, whatever happened."""
 
@@ -62,6 +68,11 @@ class Generation(Lifecycle):
                                   skip_call=self.controlnet.reference_write_pass(p))
         try:
             self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
+        except BaseModelMismatch as error:
+            raise I2VAdapterError(
+                f"I2V-Adapter: {params.model} was made for {BASE_LABELS[error.adapter_base]} but the loaded model "
+                f"{_checkpoint_name(p)} is {BASE_LABELS[error.model_base]}: choose an adapter file for it or none "
+                f"(training-free).") from None
         except WeightsError as error:
             raise I2VAdapterError(f"I2V-Adapter: {error}") from None
         self.z0: torch.Tensor | None = None

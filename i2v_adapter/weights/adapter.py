@@ -16,6 +16,16 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message is meant for the user."""
 
 
+class BaseModelMismatch(WeightsError):
+    """An adapter made for another picture model (``adapter_base``, ``model_base``: 'sd15' or 'sdxl')."""
+
+    def __init__(self, adapter_base: str, model_base: str):
+        super().__init__(f"This adapter was made for {BASE_LABELS[adapter_base]} but the loaded model is "
+                         f"{BASE_LABELS[model_base]}.")
+        self.adapter_base = adapter_base
+        self.model_base = model_base
+
+
 @dataclass
 class LayerWeights:
     """``to_q_ff`` (C x C, no bias) and ``to_out_ff`` (C x C + bias) of one attn1 layer."""
@@ -77,9 +87,7 @@ class AdapterWeights:
         """
         unet_base = base_model_of_channels(unet_channels)
         if self.base != "unknown" and unet_base != "unknown" and unet_base != self.base:
-            raise WeightsError(
-                f"This adapter was made for {BASE_LABELS[self.base]} but the loaded model is {BASE_LABELS[unet_base]}."
-            )
+            raise BaseModelMismatch(self.base, unet_base)
         missing = sorted(set(unet_channels) - set(self.layers))
         extra = sorted(set(self.layers) - set(unet_channels))
         wrong = sorted(
