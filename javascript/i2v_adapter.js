@@ -33,9 +33,10 @@
         "preview_prior": "The prior: the picture's latent, partly blurred (share 1 - p), decoded.",
         "preview_noised": "The prior at the t0 noise level: what the sampler really starts from.",
         // The motion section, built only on Forge 2 (this extension brings its own motion modules there).
-        "motion_module": "An AnimateDiff SD1.5 motion module (v1, v2, v3, the one inside " +
-            "animatediff_v15_v1_ipplus.pth, or AnimateLCM's for 4-8 LCM steps) from models/AnimateDiff or the " +
-            "folder set in Settings; its version is told from its keys.",
+        "motion_module": "A motion module for the loaded checkpoint, from models/AnimateDiff or the folder set in " +
+            "Settings: for SD1.5 AnimateDiff v1, v2, v3 (or the one inside animatediff_v15_v1_ipplus.pth) or " +
+            "AnimateLCM's for 4-8 LCM steps; for SDXL AnimateDiff-SDXL or HotShot-XL (8-frame windows). Its kind " +
+            "is told from its keys.",
         "motion_refresh": "Scan models/AnimateDiff (and the folder set in Settings) for motion modules again.",
         "frames": "Length of the video in frames (2 to 64); frame 0 is the picture. Videos longer than the " +
             "context length are made in overlapping windows.",

@@ -12,7 +12,8 @@ import pytest
 FORGES = [("I2V_FORGE", 7871), ("I2V_NEW_FORGE", 7872)]
 
 # Forge 2's motion section: each control and a phrase of the hint the pointer shows over it.
-MOTION_HINTS = {"motion_module": "AnimateDiff SD1.5 motion module", "motion_refresh": "Scan models/AnimateDiff",
+MOTION_HINTS = {"motion_module": "for SDXL AnimateDiff-SDXL or HotShot-XL (8-frame windows)",
+                "motion_refresh": "Scan models/AnimateDiff",
                 "frames": "Length of the video", "fps": "per second", "context_length": "one window",
                 "context_overlap": "neighbouring windows", "formats": "WEBM and animated WEBP",
                 "motion_only": "Motion only: a plain AnimateDiff video", "closed_loop": "plays as a loop",

@@ -17,12 +17,12 @@ from webui_requests import leaves_the_webui_as_before
 
 pytestmark = pytest.mark.skipif(not NEW_FORGE, reason="I2V_NEW_FORGE_DIR is not set")
 
-SDXL_REFUSAL = ("I2V-Adapter animates SD1.5 checkpoints only (AnimateDiff's SD1.5 motion modules): load an SD1.5 "
-                "checkpoint (the loaded one is SDXL).")
+SDXL_MISMATCH = ("I2V-Adapter: {module} is a motion module for SD1.5 and {checkpoint} is an SDXL checkpoint: choose a "
+                 "motion module for SDXL (AnimateDiff-SDXL or HotShot-XL) or load an SD1.5 checkpoint.")
 NF4_REFUSAL = ("I2V-Adapter cannot animate a UNet stored as NF4: set 'Diffusion in Low Bits' to Automatic or a "
                "float format, or load a full-precision checkpoint.")
 GGUF_REFUSAL = ("I2V-Adapter cannot animate a UNet stored as GGUF (the loaded checkpoint is a .gguf file): load a "
-                "full-precision SD1.5 checkpoint (.safetensors or .ckpt).")
+                "full-precision checkpoint (.safetensors or .ckpt).")
 
 
 @contextmanager
@@ -76,11 +76,12 @@ def refused(server, expected: str) -> None:
     assert response.status_code == 422 and response.json()["detail"] == expected
 
 
-def test_an_sdxl_checkpoint_is_refused(server):
-    with checkpoint_selected(server, lambda name: "xl" in name and name.endswith(".safetensors")):
+def test_an_sd15_motion_module_with_an_sdxl_checkpoint_is_refused_naming_both(server):
+    with checkpoint_selected(server, lambda name: "xl" in name and name.endswith(".safetensors")) as name:
         # The plain run before the refusal loads the SDXL checkpoint.
-        with leaves_the_webui_as_before(server, txt2img(), "an SDXL checkpoint refused"):
-            refused(server, SDXL_REFUSAL)  # its sentence names the loaded kind: SDXL
+        with leaves_the_webui_as_before(server, txt2img(), "an SD1.5 motion module with SDXL refused"):
+            refused(server, SDXL_MISMATCH.format(module=motion_file("*v2*.safetensors"),
+                                                 checkpoint=f"{name}.safetensors"))
 
 
 def test_a_gguf_checkpoint_runs_plain_and_is_refused(server):
