@@ -1,14 +1,15 @@
-"""What a 16-frame 1024x1024 SDXL video needs on a GPU: an estimate from counts, not a GPU measurement.
+"""What a 16-frame 1024x1024 SDXL video needs on a GPU: an estimate from memory counts, not a GPU measurement.
 
-Builds SDXL's UNet (diffusers' ``UNet2DConditionModel`` with sd_xl_base's configuration) with AnimateDiff-SDXL's
-motion modules (diffusers' ``UNetMotionModel``, random weights), then
-- counts the weights (bytes in fp16),
-- measures the activation memory of one sampled UNet call on this CPU at small sizes (peak resident memory above
-  the loaded weights, fp32, no gradients) and scales it to the target size and fp16 by the number of latent
-  pixels x frames (every activation of the UNet and the motion modules grows with it; attention kernels on GPUs
-  keep no frames x tokens-squared matrices, and at the measured sizes those are negligible too).
+Builds Forge 2's own SDXL UNet class (``backend.nn.unet``, sd_xl_base's configuration; the checkout in
+I2V_NEW_FORGE_DIR) with AnimateDiff-SDXL's 15 temporal modules placed through its block inner modifiers, as a
+Forge 2 video runs, random weights in 2-byte floats (bf16 here, as fp16 on a GPU). Then
+- counts the weights' bytes,
+- measures the activation memory of one UNet call on this CPU at small sizes (peak resident memory above the
+  loaded weights, no gradients) and scales it to the target size by the number of latent pixels x UNet rows
+  (every activation of the UNet and the temporal modules grows with it; attention kernels on GPUs keep no
+  tokens-squared matrices, and at the measured sizes those are small here too).
 
-Example: python benchmarks/sdxl_video_memory.py --frames 16 --size 1024 --measure 256 384
+Example: I2V_NEW_FORGE_DIR=... python benchmarks/sdxl_video_memory.py --frames 16 --size 1024 --measure 256 384
 """
 from __future__ import annotations
 
@@ -19,44 +20,47 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
-SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-            block_out_channels=(320, 640, 1280), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
-                                                                   "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816)
-ADAPTER = dict(block_out_channels=(320, 640, 1280), motion_layers_per_block=2, motion_max_seq_length=32,
-               use_motion_mid_block=False, motion_num_attention_heads=8, motion_norm_num_groups=32)
+ROOT = Path(__file__).resolve().parents[1]
+SDXL_UNET = dict(in_channels=4, out_channels=4, model_channels=320, num_res_blocks=2, channel_mult=(1, 2, 4),
+                 transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+                 transformer_depth_middle=10, context_dim=2048, num_head_channels=64, use_spatial_transformer=True,
+                 use_linear_in_transformer=True, adm_in_channels=2816, num_classes="sequential")
 
 
-def motion_unet():
-    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+def forge_unet_class():
+    root = os.environ.get("I2V_NEW_FORGE_DIR")
+    if not root:
+        sys.exit("set I2V_NEW_FORGE_DIR to a Forge 2 checkout")
+    sys.path += [root, str(Path(root) / "packages_3rdparty")]
+    sys.argv.append("--always-cpu")  # Forge's backend reads its flags at import
+    from backend.nn.unet import IntegratedUNet2DConditionModel
 
-    return UNetMotionModel.from_unet2d(UNet2DConditionModel(**SDXL), MotionAdapter(**ADAPTER)).eval()
-
-
-def inputs(rows: int, latent: int):
-    import torch
-
-    return dict(sample=torch.randn(1, 4, rows, latent, latent), timestep=torch.tensor([500]),
-                encoder_hidden_states=torch.randn(1, 77, 2048),
-                added_cond_kwargs={"text_embeds": torch.randn(1, 1280), "time_ids": torch.randn(1, 6)})
+    return IntegratedUNet2DConditionModel
 
 
-def measured(frames: int, size: int) -> dict:
+def measured(rows: int, size: int) -> dict:
     """In a child process: peak resident bytes of one UNet call above the resident bytes with the weights loaded."""
     import torch
 
+    sys.path.insert(0, str(ROOT))
+    from i2v_adapter.motion import MotionModule, block_inner_modifier
+
     torch.manual_seed(0)
-    model = motion_unet()
-    weights = sum(p.numel() for p in model.parameters())
+    torch.set_default_dtype(torch.bfloat16)  # built in 2-byte floats, as a GPU holds it in fp16
+    unet = forge_unet_class()(**SDXL_UNET).eval()
+    motion = MotionModule((320, 640, 1280), max_frames=32, version="SDXL beta").eval()
+    parameters = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in motion.parameters())
+    latent = size // 8
+    x = torch.randn(rows, 4, latent, latent)
+    options = {"cond_or_uncond": [0], "block_inner_modifiers": [block_inner_modifier(motion.slots())]}
     gc.collect()
     before = _resident()
     with torch.no_grad():
-        model(**inputs(frames, size // 8))
-    return {"activation_bytes": _peak() - before, "parameters": weights}
+        unet(x, timesteps=torch.full((rows,), 500.0), context=torch.randn(rows, 77, 2048),
+             y=torch.randn(rows, 2816), transformer_options=options)
+    return {"activation_bytes": _peak() - before, "parameters": parameters}
 
 
 def _resident() -> int:
@@ -85,15 +89,14 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
         per_unit = run["activation_bytes"] / (args.measure_frames * (size // 8) ** 2)
-        runs.append((size, run, per_unit))
+        runs.append(per_unit)
         print(f"measured: {args.measure_frames} frames at {size}x{size}: {run['activation_bytes'] / 2**30:.2f} GiB of "
-              f"activations (fp32), {per_unit:.0f} bytes per latent pixel and frame")
-    parameters = runs[0][1]["parameters"]
-    per_unit_fp16 = max(per for _, _, per in runs) / 2
-    latent = args.size // 8
-    weights = parameters * 2
+              f"activations (2-byte floats), {per_unit:.0f} bytes per latent pixel and frame; "
+              f"{run['parameters'] / 1e9:.2f} G parameters")
+    weights = run["parameters"] * 2
+    per_unit, latent = max(runs), args.size // 8
     for label, rows in (("CFG > 1 (cond and uncond in one call)", 2 * args.frames), ("CFG 1 (LCM)", args.frames)):
-        activations = per_unit_fp16 * rows * latent ** 2
+        activations = per_unit * rows * latent ** 2
         print(f"estimate, {args.frames} frames at {args.size}x{args.size} in one window, fp16, {label}: UNet + "
               f"AnimateDiff-SDXL weights {weights / 2**30:.1f} GiB + activations {activations / 2**30:.1f} GiB = "
               f"{(weights + activations) / 2**30:.1f} GiB (text encoders and VAE offloaded while sampling)")

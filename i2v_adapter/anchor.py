@@ -1,4 +1,5 @@
-"""Keep frame 0 clean: the UNet sees exactly z0 for frame 0 at every step.
+"""Keep frame 0 clean: the UNet sees exactly z0 for frame 0 at every step (and the last keyframe's latent for
+the last frame, when the video ends on a picture).
 
 Two sampler families:
 - k-diffusion (eps and v denoisers, LCM): the UNet input is ``x * c_in`` with
@@ -47,3 +48,12 @@ def clean_denoised(denoised: torch.Tensor, z0: torch.Tensor, rows: Sequence[int]
 def unet_input_scale(sigma: torch.Tensor) -> torch.Tensor:
     """k-diffusion's ``c_in`` for eps and v denoisers."""
     return 1 / torch.sqrt(sigma ** 2 + 1)
+
+
+def clean_keyframes(x: torch.Tensor, keyframes: Sequence[tuple[torch.Tensor, Sequence[int]]],
+                    sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` with each keyframe's rows set so that the UNet receives its latent: ``[(z0, rows0), (z_last, rows)]``."""
+    for latent, rows in keyframes:
+        if rows:
+            x = clean_model_input(x, latent, rows, sigma)
+    return x

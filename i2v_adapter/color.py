@@ -42,7 +42,16 @@ def match_colors(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame_lab, cv2.COLOR_LAB2RGB)
 
 
-def match_video_colors(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Frames 1.. matched to frame 0; frame 0 is returned unchanged."""
+def match_video_colors(frames: Sequence[np.ndarray], ends_on_last: bool = False) -> list[np.ndarray]:
+    """Frames 1.. matched to frame 0; frame 0 is returned unchanged.
+
+    ``ends_on_last``: the last frame is a keyframe too (a video from picture A to picture B): it is kept, and
+    frame i in between is matched to both, mixed by its position ``i / (N - 1)``.
+    """
     reference = frames[0]
-    return [reference] + [match_colors(frame, reference) for frame in frames[1:]]
+    if not ends_on_last or len(frames) < 3:
+        return [reference] + [match_colors(frame, reference) for frame in frames[1:]]
+    last, count = frames[-1], len(frames) - 1
+    mixed = [(1 - i / count) * match_colors(frame, reference).astype(np.float32)
+             + i / count * match_colors(frame, last).astype(np.float32) for i, frame in enumerate(frames[1:-1], 1)]
+    return [reference] + [np.clip(np.rint(frame), 0, 255).astype(np.uint8) for frame in mixed] + [last]

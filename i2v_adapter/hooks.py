@@ -7,7 +7,7 @@ from torch import nn
 
 from .weights.adapter import AdapterWeights, LayerWeights
 from .attention import first_frame_attention
-from .layout import FrameLayout
+from .layout import FIRST, LAST, FrameLayout
 from .weights.naming import UnknownLayerName, canonical_layer_name, is_temporal_path
 
 HOOK_TAG = "_i2v_adapter_branch"
@@ -64,17 +64,34 @@ class FirstFrameBranch:
         return cast
 
     def _first_frame_keys_values(self, x: torch.Tensor, n_chunks: int):
-        position = self.layout.window.first_frame_position
+        """The keyframes' keys and values side by side (frame 0's tokens, then the last keyframe's), or None."""
         call = self.layout.next_call(self.name)
+        parts = [part for keyframe in self.layout.keyframes
+                 if (part := self._keyframe_keys_values(x, n_chunks, call, keyframe)) is not None]
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([keys for keys, _ in parts], dim=1), torch.cat([values for _, values in parts], dim=1)
+
+    def _keyframe_keys_values(self, x: torch.Tensor, n_chunks: int, call: int, keyframe: str):
+        stats, bank = self.layout.stats, self.layout.bank
+        label = "" if keyframe == FIRST else "last "
+        position = self.layout.window.position(keyframe)
         if position is None:
-            entry = self.layout.bank.fetch(self.name, call, n_chunks)
-            self.layout.stats["banked" if entry else "unreferenced"] += 1
+            entry = bank.fetch(self.name, call, n_chunks, keyframe)
+            if entry is not None:
+                stats[f"{label}banked"] += 1
+                return entry
+            entry = bank.fetch_previous(self.name, call, n_chunks, keyframe) if keyframe == LAST else None
+            stats[f"{label}from the previous step" if entry is not None else
+                  ("last missing" if keyframe == LAST else "unreferenced")] += 1
             return entry
-        x0 = x[position :: self.layout.window.chunk_length]
-        keys, values = self.attention.to_k(x0), self.attention.to_v(x0)
+        xk = x[position :: self.layout.window.chunk_length]
+        keys, values = self.attention.to_k(xk), self.attention.to_v(xk)
         if self.layout.keep_reference:
-            self.layout.bank.store(self.name, call, keys, values)
-        self.layout.stats["anchored"] += 1
+            bank.store(self.name, call, keys, values, keyframe)
+        stats[f"{label}anchored"] += 1
         return keys, values
 
     def reference_for(self, x: torch.Tensor):

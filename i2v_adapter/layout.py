@@ -1,9 +1,9 @@
-"""Where frame 0 sits inside each UNet call, and frame 0's keys/values for calls that lack it.
+"""Where the keyframes sit inside each UNet call, and their keys/values for calls that lack them.
 
 A UNet call holds ``n_chunks`` chunks of ``chunk_length`` contiguous frames
 (cond/uncond halves, one context window each). The host (WebUI glue or
 pipeline) tells the layout, before every call, how long a chunk is and where
-frame 0 is in it; the attn1 hooks read it.
+frame 0 (and the last frame, when the video ends on a picture) is in it; the attn1 hooks read it.
 """
 from __future__ import annotations
 
@@ -14,42 +14,71 @@ from typing import Callable, Sequence
 import torch
 
 
+FIRST = "first"
+LAST = "last"
+
+
 @dataclass(frozen=True)
 class Window:
     chunk_length: int
     # Position of frame 0 inside each chunk, or None when this window lacks it.
     first_frame_position: int | None = 0
+    # Position of the last keyframe (a video that ends on a picture), or None when there is none in this window.
+    last_frame_position: int | None = None
 
     @classmethod
-    def from_frames(cls, frames: Sequence[int]) -> "Window":
-        """The window of a context of video frame indices, e.g. ``[28, 29, 30, 31, 0, 1, 2, 3]``."""
+    def from_frames(cls, frames: Sequence[int], last_frame: int | None = None) -> "Window":
+        """The window of a context of video frame indices, e.g. ``[28, 29, 30, 31, 0, 1, 2, 3]``;
+        ``last_frame``: the index of the last keyframe, if the video has one."""
         frames = list(frames)
-        return cls(len(frames), frames.index(0) if 0 in frames else None)
+        return cls(len(frames), frames.index(0) if 0 in frames else None,
+                   frames.index(last_frame) if last_frame is not None and last_frame in frames else None)
+
+    def position(self, keyframe: str) -> int | None:
+        return self.first_frame_position if keyframe == FIRST else self.last_frame_position
 
 
 class ReferenceBank:
-    """Frame 0's attn1 keys/values per layer and per call, kept for the rest of one sampling step.
+    """The keyframes' attn1 keys/values per layer and per call, kept for the rest of one sampling step.
 
-    Filled by the calls of the window that holds frame 0, read by the windows without it.
+    Filled by the calls of the window that holds a keyframe, read by the windows without it.
     A window may call a layer more than once (cond and uncond apart when the WebUI does not
     batch them, or another extension's extra pass on a subset of rows); the n-th call of a
-    window reads what the n-th call of the frame-0 window stored.
+    window reads what the n-th call of the keyframe's window stored.
+
+    A window holding frame 0 but not the last keyframe runs before the last keyframe's window in the same
+    step: it reads the last keyframe's keys/values of the step before (:meth:`fetch_previous`).
     """
 
     def __init__(self):
-        self._entries: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._entries: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._previous: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def store(self, layer: str, call: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self._entries[layer, call] = (keys.detach(), values.detach())
+    def store(self, layer: str, call: int, keys: torch.Tensor, values: torch.Tensor, keyframe: str = FIRST) -> None:
+        self._entries[layer, call, keyframe] = (keys.detach(), values.detach())
 
-    def fetch(self, layer: str, call: int, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        entry = self._entries.get((layer, call))
+    def fetch(self, layer: str, call: int, n_chunks: int,
+              keyframe: str = FIRST) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._fitting(self._entries.get((layer, call, keyframe)), n_chunks)
+
+    def fetch_previous(self, layer: str, call: int, n_chunks: int,
+                       keyframe: str = LAST) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What the step before stored (the keyframe is clean: its keys/values change little from step to step)."""
+        return self._fitting(self._previous.get((layer, call, keyframe)), n_chunks)
+
+    @staticmethod
+    def _fitting(entry, n_chunks: int):
         if entry is None or entry[0].shape[0] != n_chunks:
             return None
         return entry
 
+    def next_step(self) -> None:
+        """A new sampling step: this step's entries become the previous step's."""
+        self._previous, self._entries = self._entries, {}
+
     def clear(self) -> None:
         self._entries.clear()
+        self._previous.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,16 +94,23 @@ class FrameLayout:
     """
 
     def __init__(self, chunk_length: int, first_frame_position: int | None = 0, keep_reference: bool = False,
-                 skip_call: Callable[[], bool] | None = None):
+                 skip_call: Callable[[], bool] | None = None, last_frame: int | None = None):
         self.window = Window(chunk_length, first_frame_position)
+        # The last keyframe's index in the video (it ends on a picture), or None.
+        self.last_frame = last_frame
         self.keep_reference = keep_reference
         self.skip_call = skip_call
         self.bank = ReferenceBank()
         self.step: int | None = None
         self._calls: Counter = Counter()
         # What the hooks did, per layer call: anchored (frame 0 in the call), banked (from the bank),
-        # unreferenced (no frame 0 anywhere), untouched (rows not a multiple of the chunk length).
+        # unreferenced (no frame 0 anywhere), untouched (rows not a multiple of the chunk length); with a last
+        # keyframe also: last anchored, last banked, last from the previous step, last missing.
         self.stats: Counter = Counter()
+
+    @property
+    def keyframes(self) -> tuple[str, ...]:
+        return (FIRST, LAST) if self.last_frame is not None else (FIRST,)
 
     def set_window(self, window: Window) -> None:
         self.window = window
@@ -84,7 +120,7 @@ class FrameLayout:
         """Called by the host before each sampling step; a new step empties the bank."""
         self._calls.clear()
         if step != self.step:
-            self.bank.clear()
+            self.bank.next_step()
             self.step = step
 
     def next_call(self, layer: str) -> int:
@@ -109,12 +145,15 @@ def first_frame_rows(rows: int, chunk_length: int, first_frame_position: int) ->
     return list(range(first_frame_position, rows, chunk_length))
 
 
-def frame_zero_windows_first(windows: Sequence[Sequence[int]]) -> list[list[int]]:
-    """The windows of one pass with those holding frame 0 moved to the front, order kept otherwise.
+def frame_zero_windows_first(windows: Sequence[Sequence[int]], last_frame: int | None = None) -> list[list[int]]:
+    """The windows of one pass with those holding frame 0 moved to the front, then those holding the last
+    keyframe (when the video ends on a picture), order kept otherwise.
 
-    Windows without frame 0 read frame 0's keys/values from the bank, which the
-    first window fills. Where windows overlap, the later one writes last; moving
-    frame-0 windows first means the other windows have the final word there.
+    Windows without a keyframe read its keys/values from the bank, which the keyframe's
+    window fills. Where windows overlap, the later one writes last; moving
+    keyframe windows first means the other windows have the final word there.
     """
     windows = [list(window) for window in windows]
-    return [w for w in windows if 0 in w] + [w for w in windows if 0 not in w]
+    first = [w for w in windows if 0 in w]
+    last = [w for w in windows if 0 not in w and last_frame is not None and last_frame in w]
+    return first + last + [w for w in windows if w not in first and w not in last]

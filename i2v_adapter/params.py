@@ -51,6 +51,11 @@ class I2VParams:
              "extension on A1111, the built-in one on Forge; and an IP-Adapter model, plus preferred)."))
     ip_adapter_weight: float = _field(1.0, Knob("IP-Adapter weight", infotext="IP-Adapter weight", minimum=0.0,
                                                 maximum=2.0, step=0.05))
+    # The video ends exactly on this picture (keyframes A -> B); as ``image``: None, a picture or base64.
+    last_image: Any = _field(None, Knob("Last frame", help="Optional: the video ends exactly on this picture."))
+    loop: bool = _field(False, Knob("Loop", infotext="loop",
+                                    help="The last frame is the first picture again: the video plays as a seamless "
+                                         "loop (the files hold each frame once)."))
 
     def __post_init__(self):
         for f in fields(self):
@@ -58,6 +63,18 @@ class I2VParams:
             value = getattr(self, f.name)
             if knob.minimum is not None and not knob.minimum <= float(value) <= knob.maximum:
                 raise ParamsError(f"I2V-Adapter: {f.name} must be between {knob.minimum} and {knob.maximum}, got {value}.")
+        if self.loop and self.has_last_image:
+            raise ParamsError("I2V-Adapter: loop ends the video on the first picture, so it cannot also end on "
+                              "last_image: leave the last frame empty or turn loop off.")
+
+    @property
+    def has_last_image(self) -> bool:
+        return self.last_image is not None and not (isinstance(self.last_image, str) and not self.last_image.strip())
+
+    @property
+    def keyframed(self) -> bool:
+        """Whether the video ends on a keyframe (a last picture, or the first one again for a loop)."""
+        return self.loop or self.has_last_image
 
     @classmethod
     def names(cls) -> list[str]:
@@ -98,6 +115,8 @@ class I2VParams:
             if key is not None:
                 entries[f"{INFOTEXT_PREFIX} {key}"] = _format(getattr(self, f.name))
         entries[f"{INFOTEXT_PREFIX} model"] = self.model or "none (training-free)"
+        if self.has_last_image:
+            entries[f"{INFOTEXT_PREFIX} last frame"] = "picture"
         if model_hash:
             entries[f"{INFOTEXT_PREFIX} hash"] = model_hash
         return entries
@@ -135,8 +154,8 @@ def _convert(name: str, kind: str, value):
         return _to_float(name, value)
     if kind == "str":
         return _to_model_name(name, value)
-    if name == "image":
-        return _checked_image(value)
+    if name in ("image", "last_image"):
+        return _checked_image(name, value)
     return value
 
 
@@ -174,10 +193,10 @@ def _to_model_name(name: str, value) -> str:
     return value
 
 
-def _checked_image(value):
+def _checked_image(name: str, value):
     if isinstance(value, (str, dict, np.ndarray, Image.Image)):
         return value
-    raise ParamsError(f"I2V-Adapter: image must be {_IMAGE_KINDS}; got {type(value).__name__}.")
+    raise ParamsError(f"I2V-Adapter: {name} must be {_IMAGE_KINDS}; got {type(value).__name__}.")
 
 
 def _format(value) -> str:

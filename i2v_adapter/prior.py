@@ -3,6 +3,10 @@
 ``D(z) = M_p * z + (1 - M_p) * blur(z)`` with ``M_p`` a per-element Bernoulli(p) mask
 (paper eq. 7). The official code blurs the latent with a 9x9 Gaussian kernel of sigma 18
 and uses p = 0.5.
+
+A video that ends on a second picture B (keyframes A -> B) starts frame i from the two priors mixed by its
+position: ``(1 - w_i) * D(z_A) + w_i * D(z_B)`` with ``w_i = i / (N - 1)`` and the same mask for both, so that
+frame 0 is D(z_A)'s and frame N - 1 D(z_B)'s (then set to z_A and z_B exactly).
 """
 from __future__ import annotations
 
@@ -64,4 +68,27 @@ def frame_similarity_prior(z0: torch.Tensor, frames: int, p: float = OFFICIAL_P,
     blurred = gaussian_blur(z0, kernel_size, blur_sigma)
     mask = similarity_mask((frames - 1, *z0.shape[1:]), p, generator).to(z0.device)
     latents[1:] = torch.where(mask, z0, blurred)
+    return latents
+
+
+def keyframe_prior(z_first: torch.Tensor, z_last: torch.Tensor, frames: int, p: float = OFFICIAL_P,
+                   blur_sigma: float = OFFICIAL_BLUR_SIGMA, kernel_size: int = OFFICIAL_KERNEL_SIZE,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Init latents for a video from ``z_first`` to ``z_last``: frame 0 is z_first, frame N - 1 z_last exactly,
+    frame i in between ``(1 - w) * D(z_first) + w * D(z_last)`` with ``w = i / (N - 1)`` (one mask per frame,
+    shared by both priors; the masks are the ones :func:`frame_similarity_prior` draws for the same generator)."""
+    if frames < 3:
+        raise ValueError(f"A video from one picture to another needs at least 3 frames, got {frames}.")
+    z_first = z_first if z_first.dim() == 4 else z_first.unsqueeze(0)
+    z_last = (z_last if z_last.dim() == 4 else z_last.unsqueeze(0)).to(z_first)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be between 0 and 1, got {p}.")
+    mask = similarity_mask((frames - 1, *z_first.shape[1:]), p, generator).to(z_first.device)
+    first = torch.where(mask, z_first, gaussian_blur(z_first, kernel_size, blur_sigma))
+    last = torch.where(mask, z_last, gaussian_blur(z_last, kernel_size, blur_sigma))
+    weights = (torch.arange(1, frames, dtype=torch.float32, device=z_first.device) / (frames - 1)).view(-1, 1, 1, 1)
+    latents = torch.empty(frames, *z_first.shape[1:], dtype=z_first.dtype, device=z_first.device)
+    latents[0] = z_first[0]
+    latents[1:] = torch.lerp(first, last, weights.to(first.dtype))
+    latents[-1] = z_last[0]
     return latents

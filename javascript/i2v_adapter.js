@@ -31,6 +31,10 @@
         "preview_button": "Show what frames 1.. start from for the current picture, t0, p, blur and seed, using the " +
             "loaded model's VAE. Same settings, same picture.",
         "preview_prior": "The prior: the picture's latent, partly blurred (share 1 - p), decoded.",
+        "last_image": "Optional: the video ends exactly on this picture (frame 0 is the first image, the last " +
+            "frame this one; the frames between move from one to the other). Needs 3 frames or more.",
+        "loop": "The video ends on the first picture again and plays as a seamless loop: the files hold each " +
+            "frame once (the repeated last frame is left out). Not together with a last frame.",
         "preview_noised": "The prior at the t0 noise level: what the sampler really starts from.",
         // The motion section, built only on Forge 2 (this extension brings its own motion modules there).
         "motion_module": "A motion module for the loaded checkpoint, from models/AnimateDiff or the folder set in " +

@@ -151,7 +151,7 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
     counts = torch.zeros(model_input.shape[2], device=model_input.device, dtype=model_input.dtype)
     for window in windows:
         if layout is not None:
-            layout.set_window(Window.from_frames(window))
+            layout.set_window(Window.from_frames(window, layout.last_frame))
         x = model_input[:, :, window]
         x = torch.cat([x, x]) if use_cfg else x
         # diffusers' motion UNet takes one context row per frame (batch-major, like the sample's rows).

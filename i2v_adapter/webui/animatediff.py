@@ -61,8 +61,8 @@ def wrap_window_scheduler(layout: FrameLayout):
     windows_of = original.__func__ if isinstance(original, staticmethod) else original
 
     def uniform(*args, **kwargs):
-        for window in frame_zero_windows_first(windows_of(*args, **kwargs)):
-            layout.set_window(Window.from_frames(window))
+        for window in frame_zero_windows_first(windows_of(*args, **kwargs), layout.last_frame):
+            layout.set_window(Window.from_frames(window, layout.last_frame))
             yield window
 
     uniform.i2v_adapter_original = original

@@ -13,13 +13,13 @@ import os
 import numpy as np
 import torch
 
-from ..anchor import clean_denoised, clean_model_input
+from ..anchor import clean_denoised, clean_keyframes
 from ..color import match_video_colors
 from ..hooks import FirstFrameHooks
 from ..image_input import ImageInputError, picture_from_value, to_rgb8
 from ..layout import FrameLayout, Window
 from ..params import I2VParams
-from ..prior import frame_similarity_prior
+from ..prior import frame_similarity_prior, keyframe_prior
 from ..weights.adapter import BASE_LABELS, BaseModelMismatch, WeightsError
 from ..weights.cache import cached_adapter_weights
 from . import animatediff, controlnet, model_files
@@ -48,6 +48,17 @@ def _user_image(p, params: I2VParams):
     return to_rgb8(image)
 
 
+def _last_picture(params: I2VParams):
+    """The picture the video ends on (None: it ends where the motion takes it)."""
+    if not params.has_last_image:
+        return None
+    try:
+        picture = picture_from_value(params.last_image)
+    except ImageInputError as error:
+        raise I2VAdapterError(str(error).replace("an image", "the last frame", 1)) from None
+    return None if picture is None else to_rgb8(picture)
+
+
 def _checkpoint_name(p) -> str:
     info = getattr(getattr(p, "sd_model", None), "sd_checkpoint_info", None)
     return os.path.basename(getattr(info, "filename", "") or "") or "(checkpoint)"
@@ -57,15 +68,22 @@ class Generation(Lifecycle):
     """State and wrappers of one I2V generation; stop() undoes everything, whatever happened."""
 
     controlnet: ControlNetHost  # the host's ControlNet, set by each host's subclass
+    last_frame: int | None = None  # the last keyframe's index when the video ends on a picture
+    z_last: torch.Tensor | None = None
 
     def __init__(self, p, params: I2VParams, geometry: animatediff.VideoGeometry):
         super().__init__(p)
         self.params = params
         self.geometry = geometry
         self.image = _user_image(p, params)
+        self.last_image = _last_picture(params)
+        if params.keyframed and geometry.frames < 3:
+            raise I2VAdapterError(f"I2V-Adapter: a video that ends on a picture (last frame or loop) needs at least "
+                                  f"3 frames, got {geometry.frames}.")
         weights, self.weights_hash = self._weights()
+        self.last_frame = geometry.frames - 1 if params.keyframed else None
         self.layout = FrameLayout(geometry.context_length, 0, keep_reference=geometry.windowed,
-                                  skip_call=self.controlnet.reference_write_pass(p))
+                                  skip_call=self.controlnet.reference_write_pass(p), last_frame=self.last_frame)
         try:
             self.hooks = FirstFrameHooks(_unet(p), self.layout, weights, params.scale)
         except BaseModelMismatch as error:
@@ -76,6 +94,7 @@ class Generation(Lifecycle):
         except WeightsError as error:
             raise I2VAdapterError(f"I2V-Adapter: {error}") from None
         self.z0: torch.Tensor | None = None
+        self.z_last: torch.Tensor | None = None
         self.timestep_sampler = False
 
     def _weights(self):
@@ -111,16 +130,22 @@ class Generation(Lifecycle):
             stats = self.layout.stats
             log.info("I2V-Adapter: attn1 calls with frame 0: %d, from the bank: %d, without reference: %d, untouched: %d",
                      stats["anchored"], stats["banked"], stats["unreferenced"], stats["untouched"])
+            if self.last_frame is not None:
+                log.info("I2V-Adapter: attn1 calls with the last frame: %d, from the bank: %d, from the step before: "
+                         "%d, without it: %d", stats["last anchored"], stats["last banked"],
+                         stats["last from the previous step"], stats["last missing"])
         super().stop()
-        self.z0 = None
+        self.z0 = self.z_last = None
         self.layout.bank.clear()
 
     def _sample(self, original):
         def sample(*args, **kwargs):
             z0 = self.first_frame_latent()
+            self.last_frame_latent()
             if _is_img2img(self.p):
                 self.p.init_latent = self.initial_latents(z0).to(self.p.init_latent)
-            self.layout.set_window(Window(self.geometry.context_length, 0))
+            last = self.last_frame if self.last_frame is not None and not self.geometry.windowed else None
+            self.layout.set_window(Window(self.geometry.context_length, 0, last))
             return original(*args, **kwargs)
 
         return sample
@@ -131,9 +156,22 @@ class Generation(Lifecycle):
             self.z0 = encode_posterior_mean(self.p, self.image)
         return self.z0
 
+    def last_frame_latent(self) -> torch.Tensor | None:
+        """The last keyframe's latent: the last picture's, or z0 again for a loop; None without one."""
+        if self.z_last is None and self.last_frame is not None:
+            self.z_last = self.z0 if self.last_image is None else self.encode(self.last_image)
+        return self.z_last
+
+    def encode(self, image) -> torch.Tensor:
+        """A picture's latent as frame 0's is made (the host's VAE, the generation size, the posterior mean)."""
+        return encode_posterior_mean(self.p, image)
+
     def initial_latents(self, z0: torch.Tensor) -> torch.Tensor:
         seed = int(self.p.seeds[0]) if getattr(self.p, "seeds", None) else int(self.p.seed)
         generator = torch.Generator().manual_seed(seed)
+        if self.z_last is not None:
+            return keyframe_prior(z0.float().cpu(), self.z_last.float().cpu(), self.geometry.frames, p=self.params.p,
+                                  blur_sigma=self.params.blur_sigma, generator=generator)
         return frame_similarity_prior(z0.float().cpu(), self.geometry.frames, p=self.params.p,
                                       blur_sigma=self.params.blur_sigma, generator=generator)
 
@@ -145,7 +183,10 @@ class Generation(Lifecycle):
         self.timestep_sampler = self.is_timestep_sampler(params.denoiser)
         rows, sigma = self.model_input_first_frame_rows(params)
         if rows:
-            params.x = clean_model_input(params.x, self.z0, rows, sigma)
+            keyframes = [(self.z0, rows)]
+            if self.z_last is not None:  # each chunk holds the whole video: the last frame ends it
+                keyframes.append((self.z_last, [row + self.geometry.frames - 1 for row in rows]))
+            params.x = clean_keyframes(params.x, keyframes, sigma)
 
     def is_timestep_sampler(self, denoiser) -> bool:
         """Whether the sampler works in timesteps (inputs not scaled by sigma, eps after cfg), the host's way."""
@@ -160,19 +201,23 @@ class Generation(Lifecycle):
         if self.z0 is None or self.timestep_sampler or len(params.x) != self.geometry.frames:
             return
         params.x = clean_denoised(params.x, self.z0)
+        if self.z_last is not None:
+            params.x = clean_denoised(params.x, self.z_last, [self.geometry.frames - 1])
 
     def post_sample(self, samples: torch.Tensor) -> None:
         if self.z0 is not None:
             samples[0] = self.z0[0].to(samples)
+        if self.z_last is not None and len(samples) == self.geometry.frames:
+            samples[-1] = self.z_last[0].to(samples)
 
     def match_colors(self, images: list) -> list:
         if not self.params.color_match or len(images) < 2:
             return images
         frames = [(img.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy() for img in images]
-        matched = match_video_colors(frames)
-        return [images[0]] + [
-            torch.from_numpy(frame).permute(2, 0, 1).to(images[i]) / 255.0 for i, frame in enumerate(matched) if i > 0
-        ]
+        matched = match_video_colors(frames, ends_on_last=self.last_frame is not None)
+        keyframes = {0, len(images) - 1} if self.last_frame is not None else {0}
+        return [images[i] if i in keyframes else torch.from_numpy(frame).permute(2, 0, 1).to(images[i]) / 255.0
+                for i, frame in enumerate(matched)]
 
 
 def check_request(p, params: I2VParams):

@@ -120,6 +120,9 @@ class Panel:
             image_height = {"height": IMG2IMG_IMAGE_HEIGHT} if self.is_img2img else {}
             with gr.Column(scale=1, min_width=160, elem_id=f"{prefix}_image_column"):
                 self.image = gr.Image(label="Image (frame 0)", type="pil", elem_id=f"{prefix}_image", **image_height)
+            with gr.Column(scale=1, min_width=160, elem_id=f"{prefix}_last_image_column"):
+                self.last_image = gr.Image(label="Last frame (optional)", type="pil", elem_id=f"{prefix}_last_image",
+                                           **image_height)
             with gr.Column(scale=3 if self.is_img2img else 2, min_width=240):
                 with gr.Row():
                     self.model = gr.Dropdown(choices=model_files.choices(), value=default_weights_choice(),
@@ -131,6 +134,8 @@ class Panel:
                     self.preset = gr.Dropdown(choices=[*PRESETS, CUSTOM_PRESET], value="official", label="Preset",
                                               elem_id=f"{prefix}_preset")
                     self.scale = _slider("scale", prefix)
+                self.loop = gr.Checkbox(value=False, label="Loop (the video ends on the first picture)",
+                                        elem_id=f"{prefix}_loop")
 
     def _preview_strip(self) -> None:
         prefix = self.prefix
@@ -190,7 +195,7 @@ class Panel:
             return []  # pasting an I2V-Adapter infotext must not switch on what cannot run here
         entries = [(self.enable, lambda d: INFOTEXT_PREFIX in d),
                    (self.model, lambda d: gr.update(value=_pasted_model(d)))]
-        for name in ("scale", "t0", "p", "blur_sigma", "color_match", "ip_adapter", "ip_adapter_weight"):
+        for name in ("scale", "t0", "p", "blur_sigma", "color_match", "ip_adapter", "ip_adapter_weight", "loop"):
             entries.append((getattr(self, name), f"{INFOTEXT_PREFIX} {_knob(name).infotext}"))
         return entries
 

@@ -173,8 +173,8 @@ class MotionVideo:
             unet.set_model_unet_function_wrapper(windows.window_wrapper(self.windows, self.frames, layout, previous))
         self.schedule.apply()
 
-    def write(self, p, processed) -> None:
-        video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p))
+    def write(self, p, processed, loop: bool = False) -> None:
+        video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p), loop=loop)
 
 
 def _prompt_travel(prompt, frames: int) -> PromptTravel | None:
@@ -219,13 +219,16 @@ class Forge2Generation(ForgeGeneration):
         self.video.travel_conditioning(self.p, params)
         super().on_cfg_denoiser(params)
 
+    def encode(self, image) -> torch.Tensor:
+        return encode_posterior_mean(self.p, image)
+
     def first_frame_latent(self) -> torch.Tensor:
         if self.z0 is None:
-            self.z0 = encode_posterior_mean(self.p, self.image)
+            self.z0 = self.encode(self.image)
         return self.z0
 
     def write_video(self, processed) -> None:
-        self.video.write(self.p, processed)
+        self.video.write(self.p, processed, loop=self.params.loop)
 
 
 class MotionOnlyGeneration(lifecycle.Lifecycle):

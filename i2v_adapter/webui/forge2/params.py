@@ -200,6 +200,10 @@ def split_arguments(args) -> tuple[dict | list, MotionParams]:
             # The panel keeps a dropped picture while "motion only" hides it; an API caller who sends one means it.
             raise ParamsError("I2V-Adapter: image is for videos from a picture; with motion_only the video comes "
                               "from the prompt (or the img2img picture) alone: leave image out.")
+        for key in ("last_image", "loop"):
+            if motion.motion_only and values.get(key):
+                raise ParamsError(f"I2V-Adapter: {key} is for videos from a picture; with motion_only leave it out "
+                                  f"(closed_loop makes a motion-only video loop).")
         return [values], motion
     count = len(I2VParams.names())
     extra = list(args[count:])

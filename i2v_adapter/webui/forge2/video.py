@@ -33,16 +33,21 @@ def _next_stem(folder: Path, seed: int) -> str:
 
 
 def write_outputs(frames: list[np.ndarray], folder: Path, seed: int, settings: MotionParams,
-                  infotext: str) -> list[Path]:
-    """Every format ``settings`` chose, of the frames, under ``folder``; the videos first, PNG frames last."""
+                  infotext: str, loop: bool = False) -> list[Path]:
+    """Every format ``settings`` chose, of the frames, under ``folder``; the videos first, PNG frames last.
+
+    ``loop``: the last frame repeats frame 0, so the videos leave it out and play seamlessly; the PNG frames
+    keep it (the last PNG equals the first)."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = _next_stem(folder, seed)
     order = [name for name in SUFFIXES if name in settings.formats]
-    return [write_video(frames, folder / f"{stem}{SUFFIXES[name]}", fps=settings.fps, comment=infotext,
-                        quality=settings.quality, lossless=settings.webp_lossless) for name in order]
+    return [write_video(frames[:-1] if loop and name != "PNG" else frames, folder / f"{stem}{SUFFIXES[name]}",
+                        fps=settings.fps, comment=infotext, quality=settings.quality, lossless=settings.webp_lossless)
+            for name in order]
 
 
-def add_to_results(p, processed, frames: int, settings: MotionParams, videos_last: bool = False) -> list[Path]:
+def add_to_results(p, processed, frames: int, settings: MotionParams, videos_last: bool = False,
+                   loop: bool = False) -> list[Path]:
     """Write one video per ``frames`` pictures of ``processed`` (one per batch count) and list them first, or
     after the pictures with ``videos_last`` (an X/Y/Z plot cell: its grid takes the cell's first picture)."""
     start = getattr(processed, "index_of_first_image", 0)
@@ -53,7 +58,7 @@ def add_to_results(p, processed, frames: int, settings: MotionParams, videos_las
         pictures = [np.asarray(image.convert("RGB")) for image in processed.images[first:first + frames]]
         infotext = processed.infotexts[first] if first < len(processed.infotexts) else ""
         seed = int(seeds[min(video * frames, len(seeds) - 1)])
-        paths = write_outputs(pictures, output_folder(p), seed, settings, infotext)
+        paths = write_outputs(pictures, output_folder(p), seed, settings, infotext, loop)
         videos = [path for path in paths if path.suffix]
         if getattr(p, "is_api", False):
             shown += [base64.b64encode(path.read_bytes()).decode() for path in videos]

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ...layout import FrameLayout, Window
+from ...layout import FrameLayout, Window, frame_zero_windows_first
 
 
 def _rows_of(chunks: int, frames: int, window: Sequence[int]) -> torch.Tensor:
@@ -69,10 +69,10 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
         total = x.shape[0]
         out = torch.zeros_like(x)
         count = torch.zeros(total, device=x.device, dtype=x.dtype)
-        for window in windows:
+        for window in frame_zero_windows_first(windows, layout.last_frame):
             rows = _rows_of(chunks, frames, window)
             device_rows = rows.to(x.device)
-            layout.set_window(Window.from_frames(window))
+            layout.set_window(Window.from_frames(window, layout.last_frame))
             part = {"input": x[device_rows], "timestep": _take(args["timestep"], rows, total),
                     "c": window_conditioning(args["c"], rows, torch.tensor(window), total, frames),
                     "cond_or_uncond": args["cond_or_uncond"]}
