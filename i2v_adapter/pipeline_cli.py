@@ -62,6 +62,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-heads", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--motion-norm-groups", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true")
+    ends = parser.add_mutually_exclusive_group()
+    ends.add_argument("--last-image", metavar="IMAGE",
+                      help="the video ends exactly on this picture (resized as the first); at least 3 frames")
+    ends.add_argument("--loop", action="store_true",
+                      help="the video ends on the first picture again and plays as a seamless loop (the file holds "
+                           "each frame once)")
     parser.add_argument("--out", required=True,
                         help="one picture: out.mp4, out.webm, out.gif, out.webp, or a folder for PNG frames. Several "
                              "pictures (or a folder): a folder, each video named after its picture in --format "
@@ -122,6 +128,19 @@ def _readable_pictures(paths: list[Path], prepare) -> list[tuple[Path, object]]:
     return pictures
 
 
+def _last_picture(value: str | None):
+    """The --last-image picture, or None; an unreadable one is an error naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if value is None:
+        return None
+    try:
+        with Image.open(value) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"--last-image {value} is not a readable picture ({type(error).__name__})") from None
+
+
 def run_generate(args) -> int:
     import torch
     from tqdm.auto import tqdm
@@ -136,6 +155,10 @@ def run_generate(args) -> int:
     paths = pictures_to_animate(args.image)
     several = len(args.image) > 1 or Path(args.image[0]).is_dir()
     pictures = _readable_pictures(paths, lambda opened: prepare_image(opened, args.width, args.height, args.short_side))
+    last_image = _last_picture(args.last_image)
+    if (last_image is not None or args.loop) and args.frames < 3:
+        raise ValueError(f"a video that ends on a picture (--last-image or --loop) needs at least 3 frames, "
+                         f"got --frames {args.frames}")
     files = resolve_model_files(args)
     started = time.perf_counter()
     device = torch.device(args.device) if args.device else default_device()
@@ -161,10 +184,13 @@ def run_generate(args) -> int:
         )
         request = GenerationRequest(image, args.prompt, args.negative_prompt, settings, args.scheduler, adapter,
                                     args.adapter_scale, args.training_free, not args.no_color_match,
-                                    args.ip_adapter_scale)
+                                    args.ip_adapter_scale, last_image, args.loop)
         clip_started = time.perf_counter()
         result = generate(parts, request, device, progress)
-        out = write_video(result.frames, video_path(args.out, path, several, args.format), args.fps)
+        # A loop's last frame repeats frame 0: the file holds each frame once (PNG frames keep all of them).
+        target = video_path(args.out, path, several, args.format)
+        looped = args.loop and target.suffix.lower() in (".mp4", ".webm", ".gif", ".webp")
+        out = write_video(result.frames[:-1] if looped else result.frames, target, args.fps)
         counter = f"video {index + 1} of {len(pictures)}: " if several else ""
         print(f"{counter}wrote {out}: {len(result.frames)} frames, {image.size[0]}x{image.size[1]}, "
               f"{args.scheduler} {args.steps} steps on {device} ({str(dtype).removeprefix('torch.')}), "

@@ -357,3 +357,60 @@ def test_single_file_text_encoder_keys_fit_with_or_without_text_model_prefix(wit
     assert set(fitted) == set(model.state_dict())
     missing, unexpected = model.load_state_dict(fitted, strict=False)
     assert not missing and not unexpected
+
+
+# ---------------------------------------------------------------- keyframes: a last picture, loops
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++"])
+def test_a_video_from_a_to_b_holds_both_latents_exactly_and_the_unet_sees_them(loop, scheduler):
+    parts, z0, embeddings = loop
+    z_last = torch.randn(z0.shape, generator=torch.Generator().manual_seed(9))
+    seen = []
+    handle = parts.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, :, -1].clone()))
+    settings = SamplingSettings(frames=FRAMES, steps=STEPS, guidance=7.5)
+    layout = FrameLayout(FRAMES, 0, last_frame=FRAMES - 1)
+    try:
+        with FirstFrameHooks(parts.unet, layout, models.random_adapter(parts.unet, std=0.2)):
+            latents = sample_video_latents(parts.unet, make_scheduler(scheduler), z0, embeddings, settings, layout,
+                                           z_last=z_last)
+    finally:
+        handle.remove()
+    assert torch.equal(latents[:, :, 0], z0) and torch.equal(latents[:, :, -1], z_last)
+    assert all(torch.equal(frame, torch.cat([z_last, z_last])) for frame in seen) and len(seen) == STEPS
+    assert layout.stats["last anchored"] == layout.stats["anchored"] > 0
+
+
+def test_generate_last_image_and_loop_from_the_command_line(files, tmp_path, capsys):
+    from i2v_adapter.pipeline.generate import encode_image
+    from i2v_adapter.pipeline.sampling import decode_latents
+
+    parts = files["parts"]
+    last = tmp_path / "b.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(last)
+    folder = tmp_path / "a-to-b"
+    assert main([str(a) for a in generate_args(files, folder, "--no-progress", "--frames", 4, "--last-image", last,
+                                               "--no-color-match")]) == 0
+    written = [np.asarray(Image.open(path)) for path in sorted(folder.iterdir())]
+    decode = lambda path: decode_latents(parts.vae, encode_image(  # noqa: E731
+        parts.vae, Image.open(path).convert("RGB"), "cpu", torch.float32)[:, :, None])[0]
+    assert len(written) == 4
+    assert np.abs(written[0].astype(int) - decode(files["image"])).max() <= 2
+    assert np.abs(written[-1].astype(int) - decode(last)).max() <= 2
+
+    gif = tmp_path / "loop.gif"
+    assert main([str(a) for a in generate_args(files, gif, "--no-progress", "--frames", 4, "--loop")]) == 0
+    with Image.open(gif) as opened:
+        assert opened.n_frames == 3  # the repeated last frame is left out: it plays seamlessly
+    frames_folder = tmp_path / "loop-frames"
+    assert main([str(a) for a in generate_args(files, frames_folder, "--no-progress", "--frames", 4, "--loop")]) == 0
+    pngs = [np.asarray(Image.open(path)) for path in sorted(frames_folder.iterdir())]
+    assert len(pngs) == 4 and np.array_equal(pngs[0], pngs[-1])
+
+    capsys.readouterr()
+    assert main([str(a) for a in generate_args(files, tmp_path / "x.gif", "--frames", 2, "--loop")]) != 0
+    assert "needs at least 3 frames" in capsys.readouterr().err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    assert main([str(a) for a in generate_args(files, tmp_path / "y.gif", "--last-image", broken)]) != 0
+    assert f"--last-image {broken} is not a readable picture" in capsys.readouterr().err

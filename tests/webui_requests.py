@@ -54,6 +54,13 @@ def test_image() -> Image.Image:
 test_image.__test__ = False  # a helper, not a test
 
 
+def last_test_image() -> Image.Image:
+    """Picture B of a video from A to B: other colours and the square elsewhere."""
+    pixels = 255 - np.asarray(test_image())[::-1].copy()
+    pixels[8:24, 36:60] = (30, 220, 90)
+    return Image.fromarray(pixels)
+
+
 def decoded_first_frame(checkpoint: Path, image: Image.Image) -> np.ndarray:
     """decode(z0) with a VAE built outside the WebUI: what frame 0 must look like."""
     from vae_reference import ReferenceVAE
@@ -207,6 +214,13 @@ def plain_i2v_video(server, motion_module, image) -> tuple[list, dict]:
     """An I2V img2img without ControlNet and the attn1 summary it logged: what the ControlNet cases compare to."""
     frames = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image)))
     return frames, last_summary(server)
+
+
+def last_keyframe_summary(server) -> dict:
+    """The counts of the last generation's line on the last keyframe's keys/values (a video from A to B)."""
+    line = re.findall(r"attn1 calls with the last frame: (\d+), from the bank: (\d+), from the step before: (\d+), "
+                      r"without it: (\d+)", server.log_text())[-1]
+    return dict(zip(("anchored", "banked", "previous step", "missing"), map(int, line)))
 
 
 def last_summary(server) -> dict:

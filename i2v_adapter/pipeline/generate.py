@@ -53,6 +53,8 @@ class GenerationRequest:
     training_free: bool = False             # hooks without trained weights when no adapter is given
     color_match: bool = True
     ip_adapter_scale: float = 1.0           # used when the parts carry an IP-Adapter (official: 1.0)
+    last_image: Image.Image | None = None   # the video ends exactly on it (resized to ``image``'s size)
+    loop: bool = False                      # the video ends on ``image`` again
 
 
 @dataclass
@@ -61,6 +63,17 @@ class GenerationResult:
     latents: torch.Tensor
     z0: torch.Tensor
     hook_stats: dict
+
+
+def last_keyframe_latent(vae, request: GenerationRequest, z0: torch.Tensor, device, dtype) -> torch.Tensor | None:
+    """The latent the video ends on: the last picture's at the first picture's size, z0 for a loop, or None."""
+    if request.loop and request.last_image is not None:
+        raise ValueError("a loop ends on the first picture: give --loop or --last-image, not both")
+    if request.loop:
+        return z0
+    if request.last_image is None:
+        return None
+    return encode_image(vae, prepare_image(request.last_image, *request.image.size), device, dtype)
 
 
 def move_parts(parts: ModelParts, device: torch.device, dtype: torch.dtype) -> None:
@@ -90,8 +103,14 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
     embeddings, added_cond = TextConditioning.of_parts(parts).encode(
         [request.negative_prompt, request.prompt], device, dtype, size=(height, width))
     z0 = encode_image(parts.vae, request.image, device, dtype)
+    z_last = last_keyframe_latent(parts.vae, request, z0, device, dtype)
+    if z_last is not None and settings.frames < 3:
+        raise ValueError(f"a video that ends on a picture (--last-image or --loop) needs at least 3 frames, "
+                         f"got {settings.frames}")
+    last_frame = settings.frames - 1 if z_last is not None else None
     use_hooks = request.adapter is not None or request.training_free
-    layout = FrameLayout(len(windows[0]), 0, keep_reference=len(windows) > 1) if use_hooks else None
+    layout = (FrameLayout(len(windows[0]), 0, keep_reference=len(windows) > 1, last_frame=last_frame)
+              if use_hooks else None)
     image_embeds = None
     with ExitStack() as patches:
         if parts.ip_adapter is not None:
@@ -103,8 +122,8 @@ def generate(parts: ModelParts, request: GenerationRequest, device: torch.device
         if use_hooks:
             patches.enter_context(FirstFrameHooks(parts.unet, layout, request.adapter, request.adapter_scale))
         latents = sample_video_latents(parts.unet, make_scheduler(request.scheduler, parts.betas), z0, embeddings, settings,
-                                       layout, progress, image_embeds, added_cond)
+                                       layout, progress, image_embeds, added_cond, z_last)
     frames = decode_latents(parts.vae, latents)
     if request.color_match:
-        frames = match_video_colors(frames)
+        frames = match_video_colors(frames, ends_on_last=z_last is not None)
     return GenerationResult(frames, latents, z0, dict(layout.stats) if layout else {})

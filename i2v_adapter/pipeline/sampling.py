@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..layout import FrameLayout, Window
+from ..layout import FrameLayout, Window, frame_zero_windows_first
 from ..motion.schedule import ANIMATEDIFF_BETAS, BetaSchedule
 from ..motion.windows import context_windows
-from ..prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P, frame_similarity_prior
+from ..prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P, frame_similarity_prior, keyframe_prior
 
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
 
@@ -103,19 +103,27 @@ def truncated_timesteps(scheduler, steps: int, t0: float, device) -> torch.Tenso
 
 
 def initial_latents(z0: torch.Tensor, settings: SamplingSettings, scheduler, t_start: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
-    """(1, C, F, h, w): frame 0 = z0, frames 1.. = FSP prior noised to ``t_start``.
+                    generator: torch.Generator, z_last: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, C, F, h, w): frame 0 = z0, frames 1.. = FSP prior noised to ``t_start``; with ``z_last`` (a video
+    that ends on a picture) the last frame is z_last and the frames between start from both priors mixed.
 
     The prior's mask and the noise come from the seeded CPU generator, so a seed gives the same
     video on every device.
     """
     frames = settings.frames
-    prior = frame_similarity_prior(z0[0].float().cpu(), frames, settings.p, settings.blur_sigma, generator=generator)
+    if z_last is None:
+        prior = frame_similarity_prior(z0[0].float().cpu(), frames, settings.p, settings.blur_sigma,
+                                       generator=generator)
+    else:
+        prior = keyframe_prior(z0[0].float().cpu(), z_last[0].float().cpu(), frames, settings.p, settings.blur_sigma,
+                               generator=generator)
     latents = prior.clone()
     if frames > 1:
         noise = torch.randn(prior[1:].shape, generator=generator)
         latents[1:] = scheduler.add_noise(prior[1:], noise, t_start.cpu().repeat(frames - 1))
     latents[0] = z0[0].float().cpu()
+    if z_last is not None:
+        latents[-1] = z_last[0].float().cpu()
     return latents.permute(1, 0, 2, 3).unsqueeze(0).to(device=z0.device, dtype=z0.dtype)
 
 
@@ -167,31 +175,39 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
 
 def sample_video_latents(unet, scheduler, z0: torch.Tensor, embeddings: torch.Tensor, settings: SamplingSettings,
                          layout: FrameLayout | None = None, progress=None,
-                         image_embeds: torch.Tensor | None = None, added_cond: dict | None = None) -> torch.Tensor:
-    """Run the loop; returns (1, C, F, h, w) latents whose frame 0 is exactly z0.
+                         image_embeds: torch.Tensor | None = None, added_cond: dict | None = None,
+                         z_last: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the loop; returns (1, C, F, h, w) latents whose frame 0 is exactly z0 (and the last frame z_last).
 
     ``layout``: the :class:`FrameLayout` the installed :class:`FirstFrameHooks` read (None without hooks).
     ``progress``: a callable wrapping the timestep iterable (e.g. tqdm).
     ``image_embeds``: IP-Adapter image features, with an installed ``IPAdapterPatch``.
     ``added_cond``: SDXL's added conditioning, ``[uncond, cond]`` rows (see :func:`predict_noise`).
+    ``z_last``: the last keyframe's latent, (1, C, h, w): the video ends exactly on it.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     timesteps = truncated_timesteps(scheduler, settings.steps, settings.t0, z0.device)
-    latents = initial_latents(z0, settings, scheduler, timesteps[:1], generator)
-    windows = context_windows(settings.frames, settings.context_length, settings.context_overlap)
+    latents = initial_latents(z0, settings, scheduler, timesteps[:1], generator, z_last)
+    last = settings.frames - 1 if z_last is not None else None
+    windows = frame_zero_windows_first(context_windows(settings.frames, settings.context_length,
+                                                       settings.context_overlap), last)
     step_generator = torch.Generator(device=z0.device).manual_seed(settings.seed + 1)
     clean = z0[:, :, None]
+    clean_last = z_last[:, :, None].to(latents) if z_last is not None else None
+    end = settings.frames - 1 if z_last is not None else settings.frames  # the frames the scheduler steps: 1..end-1
     iterator = progress(timesteps) if progress is not None else timesteps
     for step, t in enumerate(iterator):
         if layout is not None:
             layout.begin_step(step)
-        # The UNet sees exactly z0 for frame 0, whatever input scaling the scheduler applies.
+        # The UNet sees exactly the keyframes, whatever input scaling the scheduler applies.
         model_input = scheduler.scale_model_input(latents.clone(), t)
         model_input[:, :, :1] = clean
+        if clean_last is not None:
+            model_input[:, :, -1:] = clean_last
         with torch.no_grad():
             noise = predict_noise(unet, model_input, t, embeddings, settings.guidance, windows, layout,
                                   image_embeds, added_cond)
-        # Frame 0 is never stepped: the scheduler only ever sees frames 1.. (multistep state included).
-        stepped = scheduler.step(noise[:, :, 1:], t, latents[:, :, 1:], generator=step_generator).prev_sample
-        latents = torch.cat([clean, stepped.to(latents.dtype)], dim=2)
+        # The keyframes are never stepped: the scheduler only ever sees the frames between (multistep state included).
+        stepped = scheduler.step(noise[:, :, 1:end], t, latents[:, :, 1:end], generator=step_generator).prev_sample
+        latents = torch.cat([clean, stepped.to(latents.dtype)] + ([clean_last] if clean_last is not None else []), dim=2)
     return latents
