@@ -138,3 +138,26 @@ def test_keyframe_requests_that_cannot_work_are_refused():
     assert params.keyframed and not params.has_last_image and params.infotext()["I2V-Adapter loop"] == "True"
     assert I2VParams.from_dict({"last_image": ""}).keyframed is False
     assert I2VParams.from_dict({"last_image": "aGVsbG8="}).infotext()["I2V-Adapter last frame"] == "picture"
+
+
+def test_animatediffs_writer_leaves_out_a_loops_repeated_frame_until_the_next_sweep(monkeypatch):
+    import sys
+    import types
+
+    from i2v_adapter.webui import animatediff, lifecycle
+
+    class AnimateDiffOutput:  # its writer passes each video's frames through _add_reverse first
+        def _add_reverse(self, params, frame_list):
+            return frame_list + ["reversed"] if params == "A" else frame_list
+
+    module = types.ModuleType(animatediff.OUTPUT_MODULE)
+    module.AnimateDiffOutput = AnimateDiffOutput
+    monkeypatch.setitem(sys.modules, animatediff.OUTPUT_MODULE, module)
+    original = AnimateDiffOutput.__dict__["_add_reverse"]
+    animatediff.write_loops_once()
+    animatediff.write_loops_once()  # a second loop generation does not wrap twice
+    assert AnimateDiffOutput()._add_reverse("N", [0, 1, 2, 3]) == [0, 1, 2]
+    assert AnimateDiffOutput()._add_reverse("A", [0, 1, 2, 3]) == [0, 1, 2, "reversed"]
+    lifecycle.sweep()
+    assert AnimateDiffOutput.__dict__["_add_reverse"] is original
+    assert AnimateDiffOutput()._add_reverse("N", [0, 1, 2, 3]) == [0, 1, 2, 3]

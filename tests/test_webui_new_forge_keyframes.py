@@ -86,7 +86,7 @@ def test_24_frames_from_a_to_b_in_windows_of_8_hold_both_anchors(server, referen
 @pytest.mark.parametrize("settings, expected", [
     ({"loop": True, "last_image": "LAST"}, "loop ends the video on the first picture"),
     ({"last_image": "LAST", "frames": 2}, "needs at least 3 frames, got 2"),
-    ({"last_image": base64.b64encode(b"not a picture").decode()}, "the last frame"),
+    ({"last_image": base64.b64encode(b"not a picture").decode()}, "the last frame (last_image) is not a readable"),
 ], ids=["loop-and-last", "two-frames", "unreadable"])
 def test_bad_keyframe_requests_are_refused_with_one_sentence(server, settings, expected):
     import webui_server

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..layout import FrameLayout, Window, frame_zero_windows_first
 
 SCHEDULER_MODULE = "scripts.animatediff_infv2v"
+OUTPUT_MODULE = "scripts.animatediff_output"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ def _argument(p):
 
 def _read(arg, name, default=None):
     return arg.get(name, default) if isinstance(arg, dict) else getattr(arg, name, default)
+
+
+def has_own_last_frame(p) -> bool:
+    """Whether AnimateDiff's own 'last frame' picture is set (it blends B into the start latents of img2img)."""
+    arg = _argument(p)
+    value = _read(arg, "last_frame") if arg is not None else None
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def installed(p) -> bool:
@@ -84,3 +92,29 @@ def restore_stale_scheduler() -> None:
         if original is None:
             return
         scheduler.uniform = original
+
+
+def write_loops_once() -> None:
+    """Make AnimateDiff write each video without its last frame (a loop's last frame repeats frame 0), so
+    that the files play seamlessly. Stays until the next generation's sweep (:func:`restore_loop_writer`):
+    AnimateDiff may write its files after this extension's own postprocess has ended the generation.
+
+    Its writer hands each video's frame list to ``_add_reverse`` before anything else: the frame goes there.
+    """
+    writer = getattr(sys.modules.get(OUTPUT_MODULE), "AnimateDiffOutput", None)
+    original = writer.__dict__.get("_add_reverse") if writer is not None else None
+    if original is None or hasattr(original, "i2v_adapter_original"):
+        return
+
+    def add_reverse(self, params, frame_list):
+        return original(self, params, frame_list[:-1])
+
+    add_reverse.i2v_adapter_original = original
+    writer._add_reverse = add_reverse
+
+
+def restore_loop_writer() -> None:
+    writer = getattr(sys.modules.get(OUTPUT_MODULE), "AnimateDiffOutput", None)
+    original = getattr(writer.__dict__.get("_add_reverse") if writer is not None else None, "i2v_adapter_original", None)
+    if original is not None:
+        writer._add_reverse = original

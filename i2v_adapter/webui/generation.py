@@ -55,7 +55,10 @@ def _last_picture(params: I2VParams):
     try:
         picture = picture_from_value(params.last_image)
     except ImageInputError as error:
-        raise I2VAdapterError(str(error).replace("an image", "the last frame", 1)) from None
+        message = str(error)
+        for said in ("the image", "an image"):  # the reader speaks of frame 0's picture
+            message = message.replace(said, "the last frame (last_image)", 1)
+        raise I2VAdapterError(message) from None
     return None if picture is None else to_rgb8(picture)
 
 
@@ -116,10 +119,17 @@ class Generation(Lifecycle):
         restore = animatediff.wrap_window_scheduler(self.layout)
         if restore is not None:
             self._undo.append(restore)
+        if self.params.loop:
+            animatediff.write_loops_once()  # undone by the next generation's sweep (AnimateDiff writes late)
         self._wrap(self.p, "sample", self._sample)
         if _is_img2img(self.p):
             self.p.denoising_strength = self.params.t0
         self.p.extra_generation_params.update(self.params.infotext(self.weights_hash))
+        if self.last_frame is not None and animatediff.has_own_last_frame(self.p):
+            # Ours ends exactly on the picture; AnimateDiff's only blends it into the start latents, which ours replace.
+            self.p.extra_generation_params["I2V-Adapter last frame"] = (
+                f"{self.p.extra_generation_params.get('I2V-Adapter last frame', 'loop')} (AnimateDiff's last frame "
+                f"not used)")
 
     def install_branches(self) -> None:
         """Add the first-frame branch to every attn1, the host's way."""
