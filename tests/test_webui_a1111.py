@@ -315,3 +315,34 @@ def test_animatediff_motion_lora_alongside(webui, image, reference_frame_zero):
         pytest.skip("needs a motion LoRA v2_lora_ZoomIn* in models/Lora that sd-webui-animatediff reads")
     v2 = first_file(Path(WEBUI) / "extensions" / "sd-webui-animatediff" / "model", "*v2*")
     check_motion_lora_alongside(webui, v2.name, image, reference_frame_zero, loras[0].stem)
+
+
+@pytest.fixture(scope="module")
+def keyframe_references(checkpoint, image):
+    from webui_requests import last_test_image
+
+    return decoded_first_frame(checkpoint, image), decoded_first_frame(checkpoint, last_test_image().resize(image.size))
+
+
+def test_a_video_from_a_to_b(keyframe_references, webui, motion_module, image):
+    from webui_requests import check_a_to_b
+
+    check_a_to_b(webui, motion_module, image, keyframe_references)
+
+
+def test_a_loop_is_written_with_each_frame_once(webui, motion_module, image):
+    from webui_requests import check_loop
+
+    check_loop(webui, motion_module, image)
+
+
+def test_a_to_b_in_windows_holds_both_anchors(keyframe_references, webui, motion_module, image):
+    from webui_requests import check_windowed_a_to_b
+
+    check_windowed_a_to_b(webui, motion_module, image, keyframe_references)
+
+
+def test_bad_keyframe_requests_are_refused(webui, motion_module, image):
+    from webui_requests import check_keyframe_refusals
+
+    check_keyframe_refusals(webui, motion_module, image)

@@ -135,3 +135,34 @@ def test_animatediff_motion_lora_alongside(forge, image, reference_frame_zero):
         pytest.skip("classic Forge's AnimateDiff applies motion LoRAs through a1111-sd-webui-lycoris only")
     v2 = first_file(Path(FORGE) / "extensions" / ANIMATEDIFF_DIR / "model", "*v2*")
     check_motion_lora_alongside(forge, v2.name, image, reference_frame_zero, loras[0].stem, tag="lyco")
+
+
+@pytest.fixture(scope="module")
+def keyframe_references(checkpoint, image):
+    from webui_requests import last_test_image
+
+    return decoded_first_frame(checkpoint, image), decoded_first_frame(checkpoint, last_test_image().resize(image.size))
+
+
+def test_a_video_from_a_to_b(keyframe_references, forge, motion_module, image):
+    from webui_requests import check_a_to_b
+
+    check_a_to_b(forge, motion_module, image, keyframe_references)
+
+
+def test_a_loop_is_written_with_each_frame_once(forge, motion_module, image):
+    from webui_requests import check_loop
+
+    check_loop(forge, motion_module, image)
+
+
+def test_a_to_b_in_windows_holds_both_anchors(keyframe_references, forge, motion_module, image):
+    from webui_requests import check_windowed_a_to_b
+
+    check_windowed_a_to_b(forge, motion_module, image, keyframe_references)
+
+
+def test_bad_keyframe_requests_are_refused(forge, motion_module, image):
+    from webui_requests import check_keyframe_refusals
+
+    check_keyframe_refusals(forge, motion_module, image)

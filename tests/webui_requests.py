@@ -203,11 +203,11 @@ def pose_unit(model: str, folder: Path) -> dict:
     return {"enabled": True, "module": "none", "model": model, "batch_images": str(folder)}
 
 
-def i2v_img2img(motion_module, image, frames=FRAMES, context=None, **i2v) -> dict:
+def i2v_img2img(motion_module, image, frames=FRAMES, context=None, seed=1, **i2v) -> dict:
     import webui_server
 
-    return payload(motion_module, frames=frames, context=context, init_images=[webui_server.encode_png(image)],
-                   i2v={"enable": True, "model": ADAPTER_FILE, **i2v})
+    return payload(motion_module, seed=seed, frames=frames, context=context,
+                   init_images=[webui_server.encode_png(image)], i2v={"enable": True, "model": ADAPTER_FILE, **i2v})
 
 
 def plain_i2v_video(server, motion_module, image) -> tuple[list, dict]:
@@ -270,3 +270,76 @@ def as_xyz_plot(server, body: dict, axis: str, values: str, tab: str = "img2img"
     return {**body, "script_name": "x/y/z plot",
             "script_args": [choices.index(axis), values, [], 0, "", [], 0, "", [], True, True, False, False,
                             0, 0, 0, 0, False]}
+
+
+# -- keyframes: a video from picture A to picture B, loops (A1111 and classic Forge, with sd-webui-animatediff) --
+
+def check_a_to_b(server, motion_module, image, references, frames=12) -> None:
+    """A 12-frame video from A to B in one window: frame 0 is decode(z_A), the last frame decode(z_B), both the
+    same for two seeds; the frames between are not; plain runs before and after are bit-identical."""
+    import webui_server
+
+    first_reference, last_reference = references
+    last = webui_server.encode_png(last_test_image().resize(image.size))
+    plain = {**payload(motion_module), "alwayson_scripts": {}}  # txt2img: A1111's img2img encode draws noise
+    with leaves_the_webui_as_before(server, plain, "a video from A to B"):
+        videos = [video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(
+            motion_module, image, frames=frames, seed=seed, last_image=last))) for seed in (1, 2)]
+    first, second = videos
+    print(f"A -> B: frame 0 vs decode(z_A) {level_difference(first[0], first_reference)} levels, frame {frames - 1} "
+          f"vs decode(z_B) {level_difference(first[-1], last_reference)}; seeds 1/2: frame 0 "
+          f"{level_difference(first[0], second[0])}, last {level_difference(first[-1], second[-1])}, middle "
+          f"{level_difference(first[frames // 2], second[frames // 2])}; last keyframe {last_keyframe_summary(server)}")
+    assert len(first) == len(second) == frames
+    assert level_difference(first[0], first_reference) <= 2 and level_difference(first[-1], last_reference) <= 2
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[-1], second[-1])
+    assert level_difference(first[frames // 2], second[frames // 2]) > 10
+    assert last_keyframe_summary(server)["missing"] == 0
+
+
+def check_loop(server, motion_module, image, frames=8) -> None:
+    """A loop: AnimateDiff's GIF holds each frame once (N - 1), the infotext says loop."""
+    import webui_server
+
+    response = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames, loop=True))
+    gif = webui_server.decode_image(response.json()["images"][0])
+    print(f"loop: GIF of {gif.n_frames} frames for a {frames}-frame video; last keyframe {last_keyframe_summary(server)}")
+    assert gif.n_frames == frames - 1
+    assert "I2V-Adapter loop: True" in response.json()["info"]
+    plain = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames))
+    assert webui_server.decode_image(plain.json()["images"][0]).n_frames == frames  # the writer is itself again
+
+
+def check_windowed_a_to_b(server, motion_module, image, references, frames=24, context=8) -> None:
+    """24 frames from A to B in AnimateDiff's windows of 8: both ends exact, every window attends to both
+    keyframes (frame 0's window of the first step before the last frame's keys/values exist)."""
+    import webui_server
+
+    first_reference, last_reference = references
+    last = webui_server.encode_png(last_test_image().resize(image.size))
+    video = video_frames(server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames,
+                                                                      context=context, last_image=last)))
+    first, last_counts = last_summary(server), last_keyframe_summary(server)
+    print(f"{frames} frames from A to B in windows of {context}: frame 0 {level_difference(video[0], first_reference)} "
+          f"levels, last {level_difference(video[-1], last_reference)}; frame 0 {first}; last frame {last_counts}")
+    assert len(video) == frames
+    assert level_difference(video[0], first_reference) <= 2 and level_difference(video[-1], last_reference) <= 2
+    assert first["unreferenced"] == 0 and first["banked"] > 0 and last_counts["banked"] > 0
+    assert last_counts["missing"] <= 16  # one window of the first step, 16 attn1 layers
+
+
+def check_keyframe_refusals(server, motion_module, image) -> None:
+    import base64
+
+    import webui_server
+
+    last = webui_server.encode_png(last_test_image().resize(image.size))
+    cases = [({"loop": True, "last_image": last}, FRAMES, "loop ends the video on the first picture"),
+             ({"last_image": last}, 2, "needs at least 3 frames, got 2"),
+             ({"last_image": base64.b64encode(b"not a picture").decode()}, FRAMES,
+              "the last frame (last_image) is not a readable")]
+    for i2v, frames, expected in cases:
+        response = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames, **i2v))
+        detail = response.json().get("detail", response.text[:200])
+        print(f"refused ({list(i2v)}, {frames} frames): HTTP {response.status_code}: {detail}")
+        assert response.status_code == 422 and expected in detail and "\n" not in detail
