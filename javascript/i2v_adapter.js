@@ -192,6 +192,8 @@
         }
         return Array.from(arguments);
     };
+    // "as the last frame": the same switch; the WebUI pastes the picture into the panel's last frame.
+    window.switch_to_i2v_adapter_last = window.switch_to_i2v_adapter;
 
     if (typeof onUiLoaded === "function") {
         onUiLoaded(function() {

@@ -161,3 +161,18 @@ def test_animatediffs_writer_leaves_out_a_loops_repeated_frame_until_the_next_sw
     lifecycle.sweep()
     assert AnimateDiffOutput.__dict__["_add_reverse"] is original
     assert AnimateDiffOutput()._add_reverse("N", [0, 1, 2, 3]) == [0, 1, 2, 3]
+
+
+def test_the_loop_axis_of_the_xyz_plot_sets_loop_and_keeps_the_other_axes():
+    from types import SimpleNamespace
+
+    from i2v_adapter.webui import xyz
+
+    p = SimpleNamespace()
+    xyz._apply("t0")(p, "0.8", None)
+    xyz._apply(xyz.MOTION_LORA_STRENGTH)(p, "0.5", None)
+    xyz._apply_switch(xyz.LOOP)(p, "True", None)
+    assert xyz.overrides(p) == {"t0": 0.8, "loop": True}
+    assert getattr(p, xyz.ATTRIBUTE)[xyz.MOTION_LORA_STRENGTH] == 0.5
+    with pytest.raises(ParamsError, match="loop must be true or false"):
+        xyz._apply_switch(xyz.LOOP)(p, "maybe", None)

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(not WEBUI, reason="I2V_WEBUI_DIR is not set")
 
 PANEL = "#img2img_i2v_adapter_enable"
 OFFICIAL_NAME = "i2v_module.pth"
-CONTROLS = ["image", "model", "refresh", "preset", "scale", "ip_adapter", "t0", "p", "blur_sigma", "color_match",
-            "preview_button"]
+CONTROLS = ["image", "last_image", "loop", "model", "refresh", "preset", "scale", "ip_adapter", "t0", "p", "blur_sigma",
+            "color_match", "preview_button"]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,15 @@ def test_txt2img_picture_sent_to_i2v_adapter_lands_in_img2img_and_the_panel(page
     width = page.script("return gradioApp().querySelector('#img2img_width input[type=number]').value;")
     assert int(width) == SIZE, "the picture's size did not travel"
     assert "a cat" in page.script("return gradioApp().querySelector('#img2img_prompt textarea').value;")
+
+
+def test_a_picture_sent_as_the_last_frame_lands_in_the_panels_last_frame_only(page):
+    page.generate_txt2img(SIZE)
+    before = page.image_sources("#img2img_image")
+    page.click("#txt2img_send_to_i2v_adapter_last")
+    page.wait_for(lambda: page.image_sources("#img2img_i2v_adapter_last_image"), 30, "no picture in the last frame")
+    assert page.checked(f"{PANEL}-visible-checkbox"), "the panel was not switched on"
+    assert page.image_sources("#img2img_image") == before, "the img2img picture changed"
 
 
 def test_denoising_strength_shows_that_t0_replaces_it(page):

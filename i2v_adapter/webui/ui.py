@@ -161,7 +161,7 @@ class Panel:
         if self.preview_button is not None:
             self._connect_preview()
         if self.is_img2img and not self.unsupported:
-            send_to.register_panel(self.image)
+            send_to.register_panel(self.image, self.last_image)
 
     def _connect_preview(self) -> None:
         from modules.call_queue import wrap_queued_call

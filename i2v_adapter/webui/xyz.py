@@ -1,10 +1,14 @@
-"""X/Y/Z plot axes for t0, p and scale (and on Forge 2 the motion LoRAs' strength), and whether a generation is
-one cell of such a plot."""
+"""X/Y/Z plot axes for t0, p, scale and loop (and on Forge 2 the motion LoRAs' strength), and whether a generation
+is one cell of such a plot."""
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ..params import to_bool
+
 AXES = {"t0": "[I2V-Adapter] t0", "p": "[I2V-Adapter] p", "scale": "[I2V-Adapter] scale"}
+LOOP = "loop"
+SWITCH_AXES = {LOOP: "[I2V-Adapter] loop"}  # on/off values
 MOTION_LORA_STRENGTH = "motion_lora_strength"
 VIDEO_QUALITY = "quality"
 FORGE2_AXES = {MOTION_LORA_STRENGTH: "[I2V-Adapter] motion LoRA strength", VIDEO_QUALITY: "[I2V-Adapter] video quality"}
@@ -13,7 +17,7 @@ ATTRIBUTE = "i2v_adapter_overrides"
 
 def overrides(p) -> dict:
     """The I2VParams fields a plot cell sets."""
-    return {name: value for name, value in getattr(p, ATTRIBUTE, {}).items() if name in AXES}
+    return {name: value for name, value in getattr(p, ATTRIBUTE, {}).items() if name in AXES or name in SWITCH_AXES}
 
 
 def motion_overrides(p, motion):
@@ -31,7 +35,14 @@ def motion_overrides(p, motion):
 
 def _apply(name: str):
     def apply(p, value, _values):
-        setattr(p, ATTRIBUTE, {**overrides(p), name: float(value)})
+        setattr(p, ATTRIBUTE, {**getattr(p, ATTRIBUTE, {}), name: float(value)})  # every axis of the cell kept
+
+    return apply
+
+
+def _apply_switch(name: str):
+    def apply(p, value, _values):
+        setattr(p, ATTRIBUTE, {**getattr(p, ATTRIBUTE, {}), name: to_bool(name, value)})
 
     return apply
 
@@ -46,6 +57,10 @@ def add_axes(forge2: bool = False):
     for name, label in {**AXES, **(FORGE2_AXES if forge2 else {})}.items():
         if label not in known:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(label, float, _apply(name)))
+    for name, label in SWITCH_AXES.items():
+        if label not in known:
+            xyz_grid.axis_options.append(xyz_grid.AxisOption(label, str, _apply_switch(name),
+                                                             choices=lambda: ["False", "True"]))
 
 
 def in_xyz_plot(p) -> bool:
