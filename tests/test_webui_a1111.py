@@ -346,3 +346,9 @@ def test_bad_keyframe_requests_are_refused(webui, motion_module, image):
     from webui_requests import check_keyframe_refusals
 
     check_keyframe_refusals(webui, motion_module, image)
+
+
+def test_animatediffs_own_last_frame_gives_way(keyframe_references, webui, motion_module, image):
+    from webui_requests import check_animatediffs_own_last_frame_gives_way
+
+    check_animatediffs_own_last_frame_gives_way(webui, motion_module, image, keyframe_references)

@@ -152,3 +152,28 @@ def test_an_sdxl_module_with_an_sd15_checkpoint_is_refused_naming_both(server, i
     detail = response.json()["detail"]
     print(f"refused: {detail}")
     assert f"{module} is a motion module for SDXL and {sd15.name} is an SD1.5 checkpoint" in detail
+
+
+def test_an_sdxl_controlnet_steers_every_frame_and_frame_zero_stays(server, image, reference_frame_zero):
+    import numpy as np
+    import webui_server
+
+    models = server.get("/controlnet/model_list").json()["model_list"]
+    model = next((name for name in models if "sdxl" in name.lower() or "xl" in name.lower()), None)
+    if model is None:
+        pytest.skip(f"needs an SDXL ControlNet in models/ControlNet (a name with 'xl'), found {models}")
+    pose = np.zeros((SIZE, SIZE, 3), np.uint8)
+    pose[16:112, 48:80] = 255
+    body = sdxl_video(family_file("AnimateDiff-SDXL"), image)
+    without = video_frames(server.post("/sdapi/v1/img2img", body))
+    unit = {"enabled": True, "module": "None", "model": model, "image": webui_server.encode_png(Image.fromarray(pose))}
+    with leaves_the_webui_as_before(server, txt2img(width=SIZE, height=SIZE), "an SDXL ControlNet video"):
+        response = timed_post(server, "/sdapi/v1/img2img", {
+            **body, "alwayson_scripts": {**body["alwayson_scripts"], "ControlNet": {"args": [unit]}}})
+    controlled = video_frames(response)
+    changes = [level_difference(a, b) for a, b in zip(controlled, without)]
+    print(f"SDXL ControlNet {model}, one picture: frame differences to the video without it {changes}; "
+          f"{last_summary(server)}")
+    assert len(controlled) == FRAMES
+    check_frame_zero("SDXL ControlNet, one picture", controlled[0], reference_frame_zero)
+    assert min(changes[1:]) > 10

@@ -301,13 +301,31 @@ def check_loop(server, motion_module, image, frames=8) -> None:
     """A loop: AnimateDiff's GIF holds each frame once (N - 1), the infotext says loop."""
     import webui_server
 
-    response = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames, loop=True))
+    with leaves_the_webui_as_before(server, {**payload(motion_module), "alwayson_scripts": {}}, "a loop"):
+        response = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames, loop=True))
     gif = webui_server.decode_image(response.json()["images"][0])
     print(f"loop: GIF of {gif.n_frames} frames for a {frames}-frame video; last keyframe {last_keyframe_summary(server)}")
     assert gif.n_frames == frames - 1
     assert "I2V-Adapter loop: True" in response.json()["info"]
     plain = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, frames=frames))
     assert webui_server.decode_image(plain.json()["images"][0]).n_frames == frames  # the writer is itself again
+
+
+def check_animatediffs_own_last_frame_gives_way(server, motion_module, image, references) -> None:
+    """AnimateDiff's own last-frame picture set as well: the video still ends exactly on ours, and the infotext
+    says AnimateDiff's was not used."""
+    import webui_server
+
+    _, last_reference = references
+    body = i2v_img2img(motion_module, image, last_image=webui_server.encode_png(last_test_image().resize(image.size)))
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["last_frame"] = webui_server.encode_png(image.rotate(90))
+    response = server.post("/sdapi/v1/img2img", body)
+    video = video_frames(response)
+    info = response.json()["info"]
+    print(f"with AnimateDiff's last frame too: last frame vs decode(z_B) {level_difference(video[-1], last_reference)} "
+          f"levels; infotext: {info[info.find('I2V-Adapter last frame'):][:90]}")
+    assert level_difference(video[-1], last_reference) <= 2
+    assert "I2V-Adapter last frame: picture (AnimateDiff's last frame not used)" in info
 
 
 def check_windowed_a_to_b(server, motion_module, image, references, frames=24, context=8) -> None:
