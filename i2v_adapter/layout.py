@@ -8,6 +8,7 @@ frame 0 (and the last frame, when the video ends on a picture) is in it; the att
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -72,6 +73,10 @@ class ReferenceBank:
             return None
         return entry
 
+    def holds(self, keyframe: str) -> bool:
+        """Whether this step or the step before stored the keyframe's keys/values."""
+        return any(key[2] == keyframe for key in (*self._entries, *self._previous))
+
     def next_step(self) -> None:
         """A new sampling step: this step's entries become the previous step's."""
         self._previous, self._entries = self._entries, {}
@@ -111,6 +116,24 @@ class FrameLayout:
     @property
     def keyframes(self) -> tuple[str, ...]:
         return (FIRST, LAST) if self.last_frame is not None else (FIRST,)
+
+    def priming_window(self, windows: Sequence[Sequence[int]]) -> list[int] | None:
+        """The window to run once, its result dropped, before the first step's windows: the one holding the last
+        keyframe, when frame 0's window (run first) lacks it and no step has stored its keys/values yet. So
+        that every window of every step attends to both keyframes."""
+        if self.last_frame is None or not windows or self.last_frame in windows[0] or self.bank.holds(LAST):
+            return None
+        return next((list(window) for window in windows if self.last_frame in window), None)
+
+    @contextmanager
+    def priming(self):
+        """Counts of the priming pass kept apart (``priming calls``): they are no window of the video."""
+        stats, self.stats = self.stats, Counter()
+        try:
+            yield
+        finally:
+            stats["priming calls"] += sum(self.stats.values())
+            self.stats = stats
 
     def set_window(self, window: Window) -> None:
         self.window = window
@@ -154,6 +177,7 @@ def frame_zero_windows_first(windows: Sequence[Sequence[int]], last_frame: int |
     keyframe windows first means the other windows have the final word there.
     """
     windows = [list(window) for window in windows]
-    first = [w for w in windows if 0 in w]
+    both = [w for w in windows if 0 in w and last_frame is not None and last_frame in w]
+    first = both + [w for w in windows if 0 in w and w not in both]  # a window holding both keyframes fills both
     last = [w for w in windows if 0 not in w and last_frame is not None and last_frame in w]
     return first + last + [w for w in windows if w not in first and w not in last]

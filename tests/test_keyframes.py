@@ -105,27 +105,32 @@ def test_colour_match_between_two_keyframes_keeps_both_and_mixes_by_position():
 
 
 @pytest.mark.parametrize("frames,context,overlap", [(24, 8, 2), (16, 8, 4), (32, 16, 4)])
-def test_every_window_sees_both_keyframes_from_the_second_step_on(frames, context, overlap):
+def test_every_window_of_every_step_sees_both_keyframes(frames, context, overlap):
     """Windows run frame 0's first, then the last frame's: the others read both from the bank; frame 0's window
-    reads the last frame's keys/values of the step before (none at the first step)."""
+    reads the last frame's keys/values of the step before, at the first step those of a priming run."""
     attention = next(iter(find_attn1_layers(models.ldm_unet()).values()))
     layout = FrameLayout(context, 0, keep_reference=True, last_frame=frames - 1)
     branch = FirstFrameBranch("layer", attention, layout, None, BranchSettings(1.0))
     windows = frame_zero_windows_first(context_windows(frames, context, overlap), frames - 1)
     assert 0 in windows[0] and frames - 1 in windows[1]
     x = torch.randn(2 * context, 4, attention.to_q.in_features)
-    seen = []
+    seen, primed = [], []
     with torch.no_grad():
         for step in range(3):
             layout.begin_step(step)
+            prime = layout.priming_window(windows)
+            if prime is not None:  # as the hosts do: once, its result dropped
+                primed.append(step)
+                with layout.priming():
+                    layout.set_window(Window.from_frames(prime, frames - 1))
+                    branch.reference_for(x)
             for window in windows:
                 layout.set_window(Window.from_frames(window, frames - 1))
                 keys, _ = branch.reference_for(x)
                 seen.append((step, window[0], keys.shape[1] // x.shape[1]))  # keyframes attended to
-    assert all(count == 2 for step, _, count in seen if step > 0)
-    assert [count for step, _, count in seen if step == 0] == [1] + [2] * (len(windows) - 1)
+    assert primed == [0] and all(count == 2 for _, _, count in seen)
     stats = layout.stats
-    assert stats["last missing"] == 1 and stats["last from the previous step"] == 2
+    assert stats["last missing"] == 0 and stats["last from the previous step"] == 2 and stats["priming calls"] > 0
     assert stats["unreferenced"] == 0
 
 

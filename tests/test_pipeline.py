@@ -414,3 +414,18 @@ def test_generate_last_image_and_loop_from_the_command_line(files, tmp_path, cap
     broken.write_bytes(b"not a picture")
     assert main([str(a) for a in generate_args(files, tmp_path / "y.gif", "--last-image", broken)]) != 0
     assert f"--last-image {broken} is not a readable picture" in capsys.readouterr().err
+
+
+def test_a_to_b_in_windows_attends_to_both_keyframes_in_every_window(loop):
+    parts, z0, embeddings = loop
+    z_last = torch.randn(z0.shape, generator=torch.Generator().manual_seed(9))
+    frames, length = 8, 4
+    layout = FrameLayout(length, 0, keep_reference=True, last_frame=frames - 1)
+    settings = SamplingSettings(frames=frames, steps=STEPS, guidance=7.5, context_length=length, context_overlap=2)
+    with FirstFrameHooks(parts.unet, layout, models.random_adapter(parts.unet, std=0.2)):
+        latents = sample_video_latents(parts.unet, make_scheduler("ddim"), z0, embeddings, settings, layout,
+                                       z_last=z_last)
+    assert torch.equal(latents[:, :, 0], z0) and torch.equal(latents[:, :, -1], z_last)
+    stats = layout.stats
+    assert stats["last missing"] == 0 and stats["unreferenced"] == 0 and stats["priming calls"] > 0
+    assert stats["last banked"] > 0 and stats["last from the previous step"] > 0

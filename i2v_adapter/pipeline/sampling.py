@@ -157,14 +157,22 @@ def predict_noise(unet, model_input: torch.Tensor, t, embeddings: torch.Tensor, 
     extra = {"added_cond_kwargs": _guided_rows(added, use_cfg)} if added else {}
     total = torch.zeros_like(model_input)
     counts = torch.zeros(model_input.shape[2], device=model_input.device, dtype=model_input.dtype)
-    for window in windows:
+
+    def window_prediction(window):
         if layout is not None:
             layout.set_window(Window.from_frames(window, layout.last_frame))
         x = model_input[:, :, window]
         x = torch.cat([x, x]) if use_cfg else x
         # diffusers' motion UNet takes one context row per frame (batch-major, like the sample's rows).
         rows = context.repeat_interleave(len(window), dim=0)
-        prediction = unet(x, t, encoder_hidden_states=rows, **extra).sample
+        return unet(x, t, encoder_hidden_states=rows, **extra).sample
+
+    prime = layout.priming_window(windows) if layout is not None else None
+    if prime is not None:  # its result is dropped: it only stores the last keyframe's keys/values
+        with layout.priming():
+            window_prediction(prime)
+    for window in windows:
+        prediction = window_prediction(window)
         if use_cfg:
             uncond, cond = prediction.chunk(2)
             prediction = uncond + guidance * (cond - uncond)

@@ -142,8 +142,8 @@ class Generation(Lifecycle):
                      stats["anchored"], stats["banked"], stats["unreferenced"], stats["untouched"])
             if self.last_frame is not None:
                 log.info("I2V-Adapter: attn1 calls with the last frame: %d, from the bank: %d, from the step before: "
-                         "%d, without it: %d", stats["last anchored"], stats["last banked"],
-                         stats["last from the previous step"], stats["last missing"])
+                         "%d, without it: %d; priming calls: %d", stats["last anchored"], stats["last banked"],
+                         stats["last from the previous step"], stats["last missing"], stats["priming calls"])
         super().stop()
         self.z0 = self.z_last = None
         self.layout.bank.clear()

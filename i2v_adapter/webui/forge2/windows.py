@@ -62,6 +62,11 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
     def run(apply_model, args):
         return previous(apply_model, args) if previous is not None else apply_model(args["input"], args["timestep"], **args["c"])
 
+    def window_part(args, window, rows, total):
+        return {"input": args["input"][rows.to(args["input"].device)], "timestep": _take(args["timestep"], rows, total),
+                "c": window_conditioning(args["c"], rows, torch.tensor(window), total, frames),
+                "cond_or_uncond": args["cond_or_uncond"]}
+
     def run_windows(apply_model, args):
         x, chunks = args["input"], len(args["cond_or_uncond"])
         if x.shape[0] != chunks * frames:
@@ -69,14 +74,17 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
         total = x.shape[0]
         out = torch.zeros_like(x)
         count = torch.zeros(total, device=x.device, dtype=x.dtype)
-        for window in frame_zero_windows_first(windows, layout.last_frame):
+        ordered = frame_zero_windows_first(windows, layout.last_frame)
+        prime = layout.priming_window(ordered)
+        if prime is not None:  # its result is dropped: it only stores the last keyframe's keys/values
+            with layout.priming():
+                layout.set_window(Window.from_frames(prime, layout.last_frame))
+                run(apply_model, window_part(args, prime, _rows_of(chunks, frames, prime), total))
+        for window in ordered:
             rows = _rows_of(chunks, frames, window)
             device_rows = rows.to(x.device)
             layout.set_window(Window.from_frames(window, layout.last_frame))
-            part = {"input": x[device_rows], "timestep": _take(args["timestep"], rows, total),
-                    "c": window_conditioning(args["c"], rows, torch.tensor(window), total, frames),
-                    "cond_or_uncond": args["cond_or_uncond"]}
-            out.index_add_(0, device_rows, run(apply_model, part).to(out.dtype))
+            out.index_add_(0, device_rows, run(apply_model, window_part(args, window, rows, total)).to(out.dtype))
             count.index_add_(0, device_rows, torch.ones(len(rows), device=x.device, dtype=x.dtype))
         return out / count.view(-1, *([1] * (x.ndim - 1)))
 
