@@ -56,6 +56,9 @@ class I2VParams:
     loop: bool = _field(False, Knob("Loop", infotext="loop",
                                     help="The last frame is the first picture again: the video plays as a seamless "
                                          "loop (the files hold each frame once)."))
+    # Several pictures, one video each (the batch count becomes their number): uploads, pictures or base64.
+    images: Any = _field(None, Knob("More pictures", help="One video per picture, each starting on it."))
+    folder: str = _field("", Knob("Folder on the server", help="One video per picture in this folder."))
 
     def __post_init__(self):
         for f in fields(self):
@@ -63,6 +66,10 @@ class I2VParams:
             value = getattr(self, f.name)
             if knob.minimum is not None and not knob.minimum <= float(value) <= knob.maximum:
                 raise ParamsError(f"I2V-Adapter: {f.name} must be between {knob.minimum} and {knob.maximum}, got {value}.")
+        if self.images is not None and not isinstance(self.images, (list, tuple)):
+            raise ParamsError(f"I2V-Adapter: images must be a list of pictures, got {type(self.images).__name__}.")
+        if self.images and self.folder.strip():
+            raise ParamsError("I2V-Adapter: give the pictures as images or as a folder, not both.")
         if self.loop and self.has_last_image:
             raise ParamsError("I2V-Adapter: loop ends the video on the first picture, so it cannot also end on "
                               "last_image: leave the last frame empty or turn loop off.")
@@ -70,6 +77,11 @@ class I2VParams:
     @property
     def has_last_image(self) -> bool:
         return self.last_image is not None and not (isinstance(self.last_image, str) and not self.last_image.strip())
+
+    @property
+    def many_pictures(self) -> bool:
+        """Whether the request names several pictures (a list or a folder): one video each."""
+        return bool(self.images) or bool(self.folder.strip())
 
     @property
     def keyframed(self) -> bool:
@@ -153,7 +165,7 @@ def _convert(name: str, kind: str, value):
     if kind == "float":
         return _to_float(name, value)
     if kind == "str":
-        return _to_model_name(name, value)
+        return _to_folder(value) if name == "folder" else _to_model_name(name, value)
     if name in ("image", "last_image"):
         return _checked_image(name, value)
     return value
@@ -180,6 +192,12 @@ def _to_float(name: str, value) -> float:
     if not math.isfinite(number):
         raise ParamsError(f"I2V-Adapter: {name} must be a finite number, got {value!r}.")
     return number
+
+
+def _to_folder(value) -> str:
+    if not isinstance(value, str):
+        raise ParamsError(f"I2V-Adapter: folder must be a folder's path on the server, got {value!r}.")
+    return value
 
 
 def _to_model_name(name: str, value) -> str:

@@ -7,10 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from .pictures import PICTURE_SUFFIXES
 from .pipeline.hub_files import ADAPTER, CLIP_TOKENIZER, MOTION_MODULE, SD15_BASE, fetch
 from .prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P
-
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 OUTPUT_FORMATS = ("mp4", "webm", "gif", "webp", "png")
 
 _HELP = ("Animate an image with diffusers: AnimateDiff motion module + I2V-Adapter. Without model flags the "

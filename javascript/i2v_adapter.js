@@ -31,6 +31,11 @@
         "preview_button": "Show what frames 1.. start from for the current picture, t0, p, blur and seed, using the " +
             "loaded model's VAE. Same settings, same picture.",
         "preview_prior": "The prior: the picture's latent, partly blurred (share 1 - p), decoded.",
+        "images": "Several pictures at once: one Generate makes one video per picture, in order, each starting " +
+            "on its picture (the batch count becomes their number; each video gets the WebUI's next seed). The " +
+            "files are named after the pictures.",
+        "folder": "A folder of pictures on the server (as the img2img Batch tab takes): one video per picture, " +
+            "sorted by name; unreadable files are skipped and named in the console.",
         "last_image": "Optional: the video ends exactly on this picture (frame 0 is the first image, the last " +
             "frame this one; the frames between move from one to the other). Needs 3 frames or more.",
         "loop": "The video ends on the first picture again and plays as a seamless loop: the files hold each " +

@@ -4,7 +4,7 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import host, lifecycle, model_files, page, refusal, send_to, settings, xyz
+from i2v_adapter.webui import host, lifecycle, many, model_files, page, refusal, send_to, settings, xyz
 from i2v_adapter.webui.generation import check_request, prepare_controlnet
 from i2v_adapter.webui.ui import Panel
 
@@ -51,6 +51,14 @@ class I2VAdapterScript(scripts.Script):
     def before_process(self, p, *args):
         if FORGE2:
             forge2.before_process(p, args)
+        try:
+            params, _ = parse_arguments(args)
+            if params.enable:
+                many.resolve(p, params)  # several pictures: the batch count becomes their number
+        except ParamsError:
+            return  # process() reports it
+        except lifecycle.I2VAdapterError as error:
+            lifecycle.stop_with_message(p, str(error))
 
     def setup(self, p, *args):
         # Runs before every script's before_process: the only moment to shape the request

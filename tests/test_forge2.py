@@ -32,7 +32,7 @@ def test_unknown_keys_are_refused_with_every_known_name():
 
 
 def test_panel_values_are_split_by_position():
-    panel = [True, None, "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0, None, False]
+    panel = [True, None, "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0, None, False, None, ""]
     assert len(panel) == len(I2VParams.names())
     i2v, motion = split_arguments(panel + ["mm.ckpt", 24.0, 12, 16, 4, ["WEBM", "PNG"], "motion only",
                                            "loop the motion", "v2_lora_ZoomIn.ckpt:0.8, pan.safetensors", 70, True])
@@ -83,7 +83,7 @@ def test_motion_only_refuses_an_api_image_by_name_and_ignores_a_panel_one():
             split_arguments([{"enable": True, "motion_only": True, key: value}])
     i2v, motion = split_arguments([{"enable": True, "motion_only": True, "loop": False}])
     assert motion.motion_only and i2v == [{"enable": True, "loop": False}]
-    panel = [True, Image.new("RGB", (8, 8)), "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0, None, False]
+    panel = [True, Image.new("RGB", (8, 8)), "", 1.0, 1.0, 0.5, 18.0, True, False, 1.0, None, False, None, ""]
     assert split_arguments(panel + ["mm.ckpt", 8, 8, 16, 4, ["GIF"], "motion only"])[1].motion_only
 
 

@@ -94,27 +94,55 @@ def restore_stale_scheduler() -> None:
         scheduler.uniform = original
 
 
+def _writer():
+    return getattr(sys.modules.get(OUTPUT_MODULE), "AnimateDiffOutput", None)
+
+
+def _wrap_writer(method: str, make_wrapper) -> None:
+    """Replace AnimateDiff's writer ``method`` by ``make_wrapper(original)`` until the next sweep
+    (:func:`restore_writer`): AnimateDiff may write its files after this extension's own postprocess ended."""
+    writer = _writer()
+    current = writer.__dict__.get(method) if writer is not None else None
+    if current is None:
+        return
+    original = getattr(current, "i2v_adapter_original", current)
+    wrapper = make_wrapper(original)
+    wrapper.i2v_adapter_original = original
+    setattr(writer, method, wrapper)
+
+
 def write_loops_once() -> None:
     """Make AnimateDiff write each video without its last frame (a loop's last frame repeats frame 0), so
-    that the files play seamlessly. Stays until the next generation's sweep (:func:`restore_loop_writer`):
-    AnimateDiff may write its files after this extension's own postprocess has ended the generation.
+    that the files play seamlessly. Its writer hands each video's frame list to ``_add_reverse`` first."""
+    def make(original):
+        def add_reverse(self, params, frame_list):
+            return original(self, params, frame_list[:-1])
 
-    Its writer hands each video's frame list to ``_add_reverse`` before anything else: the frame goes there.
-    """
-    writer = getattr(sys.modules.get(OUTPUT_MODULE), "AnimateDiffOutput", None)
-    original = writer.__dict__.get("_add_reverse") if writer is not None else None
-    if original is None or hasattr(original, "i2v_adapter_original"):
-        return
+        return add_reverse
 
-    def add_reverse(self, params, frame_list):
-        return original(self, params, frame_list[:-1])
-
-    add_reverse.i2v_adapter_original = original
-    writer._add_reverse = add_reverse
+    _wrap_writer("_add_reverse", make)
 
 
-def restore_loop_writer() -> None:
-    writer = getattr(sys.modules.get(OUTPUT_MODULE), "AnimateDiffOutput", None)
-    original = getattr(writer.__dict__.get("_add_reverse") if writer is not None else None, "i2v_adapter_original", None)
-    if original is not None:
-        writer._add_reverse = original
+def name_videos_after(pictures: list[str]) -> None:
+    """Name AnimateDiff's video files after the pictures, in order: ``00012-<picture>-<seed>.gif``. Its writer
+    saves one video per call of ``_save``, with the path's stem ``<sequence>-<seed>``."""
+    def make(original):
+        names = list(pictures)
+
+        def save(self, params, frame_list, video_path_prefix, res, index):
+            if names:
+                sequence, _, rest = video_path_prefix.name.partition("-")
+                video_path_prefix = video_path_prefix.with_name(f"{sequence}-{names.pop(0)}-{rest}")
+            return original(self, params, frame_list, video_path_prefix, res, index)
+
+        return save
+
+    _wrap_writer("_save", make)
+
+
+def restore_writer() -> None:
+    writer = _writer()
+    for method in ("_add_reverse", "_save"):
+        original = getattr(writer.__dict__.get(method) if writer is not None else None, "i2v_adapter_original", None)
+        if original is not None:
+            setattr(writer, method, original)

@@ -22,7 +22,7 @@ from ..params import I2VParams
 from ..prior import frame_similarity_prior, keyframe_prior
 from ..weights.adapter import BASE_LABELS, BaseModelMismatch, WeightsError
 from ..weights.cache import cached_adapter_weights
-from . import animatediff, controlnet, model_files
+from . import animatediff, controlnet, many, model_files
 from .controlnet import ControlNetHost
 from .lifecycle import I2VAdapterError, Lifecycle, stop_with_message
 
@@ -78,7 +78,10 @@ class Generation(Lifecycle):
         super().__init__(p)
         self.params = params
         self.geometry = geometry
-        self.image = _user_image(p, params)
+        # Several pictures: one video each, frame 0 switched at the start of each of the WebUI's iterations.
+        self.pictures = getattr(p, many.PICTURES, None)
+        self.video_index: int | None = None
+        self.image = self.pictures[0].image if self.pictures else _user_image(p, params)
         self.last_image = _last_picture(params)
         if params.keyframed and geometry.frames < 3:
             raise I2VAdapterError(f"I2V-Adapter: a video that ends on a picture (last frame or loop) needs at least "
@@ -119,8 +122,11 @@ class Generation(Lifecycle):
         restore = animatediff.wrap_window_scheduler(self.layout)
         if restore is not None:
             self._undo.append(restore)
+        # Both undone by the next generation's sweep: AnimateDiff writes after this extension's postprocess.
         if self.params.loop:
-            animatediff.write_loops_once()  # undone by the next generation's sweep (AnimateDiff writes late)
+            animatediff.write_loops_once()
+        if self.pictures:
+            animatediff.name_videos_after([picture.name for picture in self.pictures])
         self._wrap(self.p, "sample", self._sample)
         if _is_img2img(self.p):
             self.p.denoising_strength = self.params.t0
@@ -150,6 +156,7 @@ class Generation(Lifecycle):
 
     def _sample(self, original):
         def sample(*args, **kwargs):
+            self.next_picture()
             z0 = self.first_frame_latent()
             self.last_frame_latent()
             if _is_img2img(self.p):
@@ -159,6 +166,22 @@ class Generation(Lifecycle):
             return original(*args, **kwargs)
 
         return sample
+
+    def next_picture(self) -> None:
+        """With several pictures: this iteration's picture becomes frame 0 (its latent, a loop's end, the bank anew)."""
+        if not self.pictures:
+            return
+        index = min(int(getattr(self.p, "iteration", 0) or 0), len(self.pictures) - 1)
+        if index == self.video_index:
+            return
+        self.video_index, picture = index, self.pictures[index]
+        self.image = picture.image
+        self.z0 = None
+        if self.params.loop:
+            self.z_last = None
+        self.layout.bank.clear()
+        self.p.extra_generation_params["I2V-Adapter picture"] = picture.name
+        many.show_progress(index, len(self.pictures), picture.name)
 
     # -- latents ---------------------------------------------------------------------------
     def first_frame_latent(self) -> torch.Tensor:

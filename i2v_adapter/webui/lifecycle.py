@@ -45,7 +45,7 @@ def sweep(unet=None) -> None:
         _active.stop()
     remove_all_hooks(*([unet] if unet is not None else []))
     animatediff.restore_stale_scheduler()
-    animatediff.restore_loop_writer()
+    animatediff.restore_writer()
 
 
 STOP_MESSAGE = "i2v_adapter_stop_message"

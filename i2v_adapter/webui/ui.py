@@ -102,6 +102,7 @@ class Panel:
                 self.ip_adapter = gr.Checkbox(value=False, label=_knob("ip_adapter").label, min_width=300,
                                               elem_id=f"{prefix}_ip_adapter")
                 self.ip_adapter_weight = _slider("ip_adapter_weight", prefix, visible=False)
+            self._many_pictures()
             with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}_advanced") as self.advanced:
                 self.t0 = _slider("t0", prefix)
                 self.p = _slider("p", prefix)
@@ -136,6 +137,18 @@ class Panel:
                     self.scale = _slider("scale", prefix)
                 self.loop = gr.Checkbox(value=False, label="Loop (the video ends on the first picture)",
                                         elem_id=f"{prefix}_loop")
+
+    def _many_pictures(self) -> None:
+        """Several pictures, one video each: uploads, or a folder on the server where the WebUI allows that."""
+        from modules import shared
+
+        prefix = self.prefix
+        with gr.Accordion("Many pictures: one video each", open=False, elem_id=f"{prefix}_many") as self.many:
+            self.images = gr.File(file_count="multiple", file_types=["image"], label=_knob("images").label,
+                                  elem_id=f"{prefix}_images")
+            folders_allowed = not getattr(shared.cmd_opts, "hide_ui_dir_config", False)
+            self.folder = gr.Textbox(value="", label=_knob("folder").label, visible=folders_allowed,
+                                     placeholder="a folder of pictures on the server", elem_id=f"{prefix}_folder")
 
     def _preview_strip(self) -> None:
         prefix = self.prefix
@@ -187,7 +200,7 @@ class Panel:
     def picture_parts(self) -> list:
         """What only a video from a picture uses: hidden while Forge 2's "motion only" is chosen."""
         preview_parts = [self.preview_row, self.preview_caption] if self.preview_button is not None else [self.preview_note]
-        return [self.hint, self.main_row, self.ip_adapter_row, self.advanced, *preview_parts]
+        return [self.hint, self.main_row, self.ip_adapter_row, self.many, self.advanced, *preview_parts]
 
     @property
     def infotext_fields(self) -> list:

@@ -173,8 +173,9 @@ class MotionVideo:
             unet.set_model_unet_function_wrapper(windows.window_wrapper(self.windows, self.frames, layout, previous))
         self.schedule.apply()
 
-    def write(self, p, processed, loop: bool = False) -> None:
-        video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p), loop=loop)
+    def write(self, p, processed, loop: bool = False, pictures: list[str] | None = None) -> None:
+        video.add_to_results(p, processed, self.frames, self.params, videos_last=xyz.in_xyz_plot(p), loop=loop,
+                             pictures=pictures)
 
 
 def _prompt_travel(prompt, frames: int) -> PromptTravel | None:
@@ -228,7 +229,8 @@ class Forge2Generation(ForgeGeneration):
         return self.z0
 
     def write_video(self, processed) -> None:
-        self.video.write(self.p, processed, loop=self.params.loop)
+        names = [picture.name for picture in self.pictures] if self.pictures else None
+        self.video.write(self.p, processed, loop=self.params.loop, pictures=names)
 
 
 class MotionOnlyGeneration(lifecycle.Lifecycle):
