@@ -352,3 +352,12 @@ def test_animatediffs_own_last_frame_gives_way(keyframe_references, webui, motio
     from webui_requests import check_animatediffs_own_last_frame_gives_way
 
     check_animatediffs_own_last_frame_gives_way(webui, motion_module, image, keyframe_references)
+
+
+def test_three_pictures_make_three_videos_named_after_them(webui, motion_module, image, checkpoint):
+    import os
+
+    from webui_requests import check_one_video_per_picture
+
+    check_one_video_per_picture(webui, motion_module, image, checkpoint,
+                                Path(os.environ["I2V_WEBUI_DIR"]) / "outputs")

@@ -172,3 +172,12 @@ def test_animatediffs_own_last_frame_gives_way(keyframe_references, forge, motio
     from webui_requests import check_animatediffs_own_last_frame_gives_way
 
     check_animatediffs_own_last_frame_gives_way(forge, motion_module, image, keyframe_references)
+
+
+def test_three_pictures_make_three_videos_named_after_them(forge, motion_module, image, checkpoint):
+    import os
+
+    from webui_requests import check_one_video_per_picture
+
+    check_one_video_per_picture(forge, motion_module, image, checkpoint,
+                                Path(os.environ["I2V_FORGE_DIR"]) / "output")

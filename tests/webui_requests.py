@@ -361,3 +361,34 @@ def check_keyframe_refusals(server, motion_module, image) -> None:
         detail = response.json().get("detail", response.text[:200])
         print(f"refused ({list(i2v)}, {frames} frames): HTTP {response.status_code}: {detail}")
         assert response.status_code == 422 and expected in detail and "\n" not in detail
+
+
+# -- one video per picture (A1111 and classic Forge: sd-webui-animatediff writes the videos) -------------------
+
+def check_one_video_per_picture(server, motion_module, image, checkpoint, outputs: Path) -> None:
+    """Three pictures through the API: three GIFs named after them, seeds by the WebUI's batch rule, one
+    I2V-Adapter picture line per video; frame 0 of the last video (AnimateDiff returns its frames) is its own
+    picture's decode(z0)."""
+    import json
+
+    import webui_server
+
+    pictures = [image, last_test_image().resize(image.size),
+                Image.fromarray(np.roll(np.asarray(image), image.size[0] // 2, axis=1))]
+    body = i2v_img2img(motion_module, image, images=[webui_server.encode_png(picture) for picture in pictures])
+    with leaves_the_webui_as_before(server, {**payload(motion_module), "alwayson_scripts": {}}, "three pictures"):
+        response = server.post("/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text[:400]
+    items = [webui_server.decode_image(item) for item in response.json()["images"]]
+    gifs = [item for item in items if item.format == "GIF"]
+    frames = [np.asarray(item.convert("RGB")) for item in items if item.format != "GIF"]
+    info = json.loads(response.json()["info"])
+    written = sorted(path.name for path in outputs.rglob("*-picture-*.gif"))
+    last_start = level_difference(frames[0], decoded_first_frame(checkpoint, pictures[2]))
+    print(f"3 pictures: {len(gifs)} GIFs, written {written[-3:]}; seeds {info['all_seeds'][::FRAMES]}; frame 0 of "
+          f"video 3 vs its decode(z0) {last_start} levels; GIF first frames differ "
+          f"{level_difference(np.asarray(gifs[0].convert('RGB')), np.asarray(gifs[1].convert('RGB')))}")
+    assert len(gifs) == 3 and len(frames) == FRAMES
+    assert info["all_seeds"][::FRAMES] == [1, 1 + FRAMES, 1 + 2 * FRAMES]
+    assert all(any(f"-picture-{k}-" in name for name in written) for k in (1, 2, 3))
+    assert last_start <= 2
