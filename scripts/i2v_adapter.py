@@ -4,7 +4,7 @@ from dataclasses import replace
 from modules import script_callbacks, scripts, shared
 
 from i2v_adapter.params import ParamsError
-from i2v_adapter.webui import host, lifecycle, many, model_files, page, refusal, send_to, settings, xyz
+from i2v_adapter.webui import batch_tab, host, lifecycle, many, model_files, page, refusal, send_to, settings, xyz
 from i2v_adapter.webui.generation import check_request, prepare_controlnet
 from i2v_adapter.webui.ui import Panel
 
@@ -71,6 +71,8 @@ class I2VAdapterScript(scripts.Script):
             animatediff_api.guard_animatediff_api(p)
         if params.enable:
             prepare_controlnet(p, params, GENERATION.controlnet)
+        if params.enable and self.is_img2img and not getattr(p, "is_api", False):
+            batch_tab.wrap(p)  # the Batch tab, if that is what runs: one video per picture
 
     def process(self, p, *args):
         # Runs for every generation, enabled or not: first remove anything a failed run left behind.

@@ -110,3 +110,38 @@ def test_each_iteration_switches_frame_zero_to_its_picture(shared):
         assert generation.p.extra_generation_params["I2V-Adapter picture"] == name
         assert shared.state.textinfo == f"I2V-Adapter: video {iteration + 1} of 2 ({name})"
         assert generation.z0 is None and generation.z_last is None  # the next latents are this picture's
+
+
+def test_the_batch_tab_makes_one_generation_of_its_pictures_and_hands_other_requests_over(tmp_path, monkeypatch,
+                                                                                           shared):
+    from i2v_adapter.webui import batch_tab, lifecycle, many
+
+    for name, colour in (("x", 10), ("y", 20)):
+        picture((colour,) * 3).save(tmp_path / f"{name}.png")
+    (tmp_path / "z.png").write_bytes(b"broken")
+    calls = []
+    img2img = types.ModuleType(batch_tab.MODULE)
+    img2img.process_batch = lambda p, source, output_dir, mask_dir, args, *rest, **options: calls.append(("webui", p))
+    processing = SimpleNamespace(process_images=lambda p: calls.append(("process_images", p)) or "processed")
+    runner = SimpleNamespace(run=lambda p, *args: None)
+    monkeypatch.setitem(sys.modules, batch_tab.MODULE, img2img)
+    modules = sys.modules["modules"]
+    modules.processing, modules.scripts = processing, SimpleNamespace(scripts_img2img=runner)
+    monkeypatch.setitem(sys.modules, "modules.processing", processing)
+    monkeypatch.setitem(sys.modules, "modules.scripts", modules.scripts)
+    original = img2img.process_batch
+
+    ours, other = SimpleNamespace(n_iter=1, outpath_samples="out"), SimpleNamespace(n_iter=1)
+    batch_tab.wrap(ours)
+    assert img2img.process_batch is not original
+    assert img2img.process_batch(ours, str(tmp_path), " shots ", "", ()) == "processed"
+    assert img2img.process_batch is original  # removed at its first call
+    assert [x.name for x in getattr(ours, many.PICTURES)] == ["x", "y"] and ours.n_iter == 2
+    assert ours.outpath_samples == "shots" and calls == [("process_images", ours)]
+
+    batch_tab.wrap(ours)
+    img2img.process_batch(other, str(tmp_path), "", "", ())  # another request: the WebUI's own batch
+    assert calls[-1] == ("webui", other) and img2img.process_batch is original
+    batch_tab.wrap(ours)
+    lifecycle.sweep()
+    assert img2img.process_batch is original

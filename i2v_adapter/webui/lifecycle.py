@@ -46,6 +46,9 @@ def sweep(unet=None) -> None:
     remove_all_hooks(*([unet] if unet is not None else []))
     animatediff.restore_stale_scheduler()
     animatediff.restore_writer()
+    from . import batch_tab  # here: it needs this module's stop_with_message
+
+    batch_tab.restore()
 
 
 STOP_MESSAGE = "i2v_adapter_stop_message"
