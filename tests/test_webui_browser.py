@@ -190,6 +190,32 @@ def test_video_from_the_ui_with_animatediff(page, server):
     print("\nvideo:", page.image_sources("#img2img_gallery")[0].split("/")[-1])
 
 
+def test_the_batch_tab_makes_one_video_per_picture_named_after_it(page, tmp_path):
+    """After the video above (AnimateDiff and the panel on): the Batch tab's folder of two pictures and an
+    unreadable file gives two videos, each named after its picture, in the output folder."""
+    from webui_requests import last_test_image, test_image
+
+    pictures, out = tmp_path / "pictures", tmp_path / "out"
+    pictures.mkdir()
+    test_image().save(pictures / "first.png")
+    last_test_image().save(pictures / "second.png")
+    (pictures / "third.png").write_bytes(b"not a picture")
+    page.script("Array.from(gradioApp().querySelectorAll('#mode_img2img .tab-nav button'))"
+                ".find(b => b.textContent.trim() === 'Batch').click();")
+    page.script("Array.from(gradioApp().querySelectorAll('#img2img_batch_source .tab-nav button'))"
+                ".find(b => b.textContent.trim() === 'From directory').click();")
+    page.set_value("#img2img_batch_input_dir textarea", str(pictures))
+    page.set_value("#img2img_batch_output_dir textarea", str(out))
+    page.click("#img2img_generate")
+    page.wait_for(lambda: len(list(out.rglob("*.gif"))) >= 2, 900, "the Batch tab wrote no two videos")
+    page.wait_for(lambda: not page.visible("#img2img_interrupt"), 120, "img2img did not finish")
+    names = sorted(path.name for path in out.rglob("*.gif"))
+    print(f"Batch tab: {names}")
+    assert len(names) == 2 and "-first-" in names[0] and "-second-" in names[1]
+    page.script("Array.from(gradioApp().querySelectorAll('#mode_img2img .tab-nav button'))"
+                ".find(b => b.textContent.trim() === 'img2img').click();")
+
+
 def test_png_info_sends_its_picture_to_the_panel(page, tmp_path):
     from webui_requests import test_image
 
