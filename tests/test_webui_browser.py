@@ -216,6 +216,24 @@ def test_the_batch_tab_makes_one_video_per_picture_named_after_it(page, tmp_path
                 ".find(b => b.textContent.trim() === 'img2img').click();")
 
 
+def test_pictures_uploaded_in_the_panel_make_one_video_each(page, tmp_path):
+    from webui_requests import last_test_image, test_image
+
+    test_image().save(tmp_path / "upload_a.png")
+    last_test_image().save(tmp_path / "upload_b.png")
+    page.script("gradioApp().querySelector('#img2img_i2v_adapter_many .label-wrap').click();")
+    page.element("#img2img_i2v_adapter_images input[type=file]").send_keys(
+        f"{tmp_path / 'upload_a.png'}\n{tmp_path / 'upload_b.png'}")
+    page.wait_for(lambda: "upload_b" in page.text("#img2img_i2v_adapter_images"), 30, "the uploads did not arrive")
+    outputs = Path(os.environ["I2V_WEBUI_DIR"]) / "outputs"
+    page.click("#img2img_generate")
+    page.wait_for(lambda: len(list(outputs.rglob("*-upload_b-*.gif"))) >= 1, 900, "no video named after upload_b")
+    page.wait_for(lambda: not page.visible("#img2img_interrupt"), 120, "img2img did not finish")
+    names = sorted(path.name for path in outputs.rglob("*-upload_*.gif"))
+    print(f"uploads: {names[-2:]}")
+    assert any("-upload_a-" in name for name in names) and any("-upload_b-" in name for name in names)
+
+
 def test_png_info_sends_its_picture_to_the_panel(page, tmp_path):
     from webui_requests import test_image
 
