@@ -145,3 +145,33 @@ def test_the_batch_tab_makes_one_generation_of_its_pictures_and_hands_other_requ
     batch_tab.wrap(ours)
     lifecycle.sweep()
     assert img2img.process_batch is original
+
+
+def test_animatediffs_videos_are_named_after_the_pictures_and_each_gets_its_infotext(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from i2v_adapter.webui import animatediff, lifecycle
+
+    class AnimateDiffOutput:  # as sd-webui-animatediff: one _save per video, then the files replace the frames
+        def output(self, p, res, params):
+            paths = []
+            for video, index in enumerate(range(0, len(res.images), 4)):
+                paths += self._save(params, res.images[index:index + 4], Path(f"/out/0000{video}-{100 + index}"),
+                                    res, index)
+            res.images = paths + ["frame"] * 4  # the API's way: the files, then the last video's frames
+
+        def _save(self, params, frame_list, video_path_prefix, res, index):
+            return [f"{video_path_prefix}.gif", f"{video_path_prefix}.mp4"]
+
+    module = types.ModuleType(animatediff.OUTPUT_MODULE)
+    module.AnimateDiffOutput = AnimateDiffOutput
+    monkeypatch.setitem(sys.modules, animatediff.OUTPUT_MODULE, module)
+    res = SimpleNamespace(images=list(range(8)), infotexts=[f"video {i // 4} frame {i % 4}" for i in range(8)])
+    animatediff.name_videos_after(["cat", "dog"])
+    AnimateDiffOutput().output(None, res, None)
+    assert res.images[:4] == ["/out/00000-cat-100.gif", "/out/00000-cat-100.mp4", "/out/00001-dog-104.gif",
+                              "/out/00001-dog-104.mp4"]
+    assert res.infotexts == ["video 0 frame 0"] * 2 + ["video 1 frame 0"] * 2 + [f"video 1 frame {i}" for i in range(4)]
+    lifecycle.sweep()
+    assert "output" in AnimateDiffOutput.__dict__ and not hasattr(AnimateDiffOutput.__dict__["output"],
+                                                                   "i2v_adapter_original")

@@ -1,6 +1,7 @@
 """One video per picture in a real Forge 2: a list of pictures through the API, a server folder with an unreadable
 file, an empty folder. Needs what tests/test_webui_new_forge.py needs."""
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,30 @@ def videos_and_frames(response, count: int, frames=FRAMES):
     return gifs, [pictures[k * frames:(k + 1) * frames] for k in range(count)]
 
 
+@contextmanager
+def progress_texts(server):
+    """Every progress text the WebUI reports while the block runs (polled as the page polls it)."""
+    import threading
+    import time
+
+    seen, done = set(), threading.Event()
+
+    def poll():
+        while not done.is_set():
+            text = server.get("/sdapi/v1/progress?skip_current_image=true").json().get("textinfo")
+            if text:
+                seen.add(text)
+            time.sleep(0.5)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        poller.join(timeout=10)
+
+
 def written(stem_part: str) -> list[Path]:
     folder = Path(NEW_FORGE) / "outputs" / "img2img-images" / "i2v-adapter"
     return sorted(path for path in folder.iterdir() if stem_part in path.name and path.suffix == ".gif")
@@ -50,7 +75,10 @@ def test_three_pictures_make_three_videos_each_starting_on_its_picture(server):
     references = [decoded_first_frame(checkpoint, picture) for picture in pictures]
     body = many_request(images=[webui_server.encode_png(picture) for picture in pictures])
     with leaves_the_webui_as_before(server, txt2img(), "three pictures, one video each"):
-        response = timed_post(server, "/sdapi/v1/img2img", body)
+        with progress_texts(server) as seen:
+            response = timed_post(server, "/sdapi/v1/img2img", body)
+    print(f"progress texts: {sorted(seen)}")
+    assert {f"I2V-Adapter: video {k} of 3 (picture-{k})" for k in (1, 2, 3)} <= seen
     gifs, videos = videos_and_frames(response, 3)
     info = json.loads(response.json()["info"])
     starts = [level_difference(video[0], reference) for video, reference in zip(videos, references)]

@@ -391,4 +391,5 @@ def check_one_video_per_picture(server, motion_module, image, checkpoint, output
     assert len(gifs) == 3 and len(frames) == FRAMES
     assert info["all_seeds"][::FRAMES] == [1, 1 + FRAMES, 1 + 2 * FRAMES]
     assert all(any(f"-picture-{k}-" in name for name in written) for k in (1, 2, 3))
+    assert [f"I2V-Adapter picture: picture-{k}" in info["infotexts"][k - 1] for k in (1, 2, 3)] == [True] * 3
     assert last_start <= 2

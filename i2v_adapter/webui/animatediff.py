@@ -124,25 +124,45 @@ def write_loops_once() -> None:
 
 
 def name_videos_after(pictures: list[str]) -> None:
-    """Name AnimateDiff's video files after the pictures, in order: ``00012-<picture>-<seed>.gif``. Its writer
-    saves one video per call of ``_save``, with the path's stem ``<sequence>-<seed>``."""
-    def make(original):
+    """Name AnimateDiff's video files after the pictures, in order (``00012-<picture>-<seed>.gif``), and give each
+    video its own generation info. Its writer saves one video per call of ``_save`` (the path's stem
+    ``<sequence>-<seed>``, the video's first frame at ``index``), then puts the files where the frames were
+    (``res.images``) but leaves one infotext per frame: each file gets its video's instead."""
+    videos: list[tuple[str, int]] = []  # (infotext of the video's first frame, files written)
+
+    def make_save(original):
         names = list(pictures)
 
         def save(self, params, frame_list, video_path_prefix, res, index):
             if names:
                 sequence, _, rest = video_path_prefix.name.partition("-")
                 video_path_prefix = video_path_prefix.with_name(f"{sequence}-{names.pop(0)}-{rest}")
-            return original(self, params, frame_list, video_path_prefix, res, index)
+            paths = original(self, params, frame_list, video_path_prefix, res, index)
+            videos.append((res.infotexts[index] if index < len(res.infotexts) else "", len(paths or [])))
+            return paths
 
         return save
 
-    _wrap_writer("_save", make)
+    def make_output(original):
+        def output(self, p, res, params):
+            videos.clear()
+            frame_infotexts = list(res.infotexts)
+            original(self, p, res, params)
+            per_file = [infotext for infotext, count in videos for _ in range(count)]
+            if videos and len(res.images) >= len(per_file):
+                # The API appends the last video's frames after the files: they keep their own infotexts.
+                extra = len(res.images) - len(per_file)
+                res.infotexts = per_file + (frame_infotexts[-extra:] if extra else [])
+
+        return output
+
+    _wrap_writer("_save", make_save)
+    _wrap_writer("output", make_output)
 
 
 def restore_writer() -> None:
     writer = _writer()
-    for method in ("_add_reverse", "_save"):
+    for method in ("_add_reverse", "_save", "output"):
         original = getattr(writer.__dict__.get(method) if writer is not None else None, "i2v_adapter_original", None)
         if original is not None:
             setattr(writer, method, original)
