@@ -216,22 +216,33 @@ def test_the_batch_tab_makes_one_video_per_picture_named_after_it(page, tmp_path
                 ".find(b => b.textContent.trim() === 'img2img').click();")
 
 
-def test_pictures_uploaded_in_the_panel_make_one_video_each(page, tmp_path):
+def test_pictures_uploaded_in_the_panel_make_one_video_each_and_interrupt_keeps_the_finished(page, server, tmp_path):
+    """Three uploads, Interrupt pressed during the second video: the WebUI stops after that video (its 'Don't
+    Interrupt in the middle' rule for a batch count), and the two finished videos are written, named after them."""
+    import time
+
     from webui_requests import last_test_image, test_image
 
-    test_image().save(tmp_path / "upload_a.png")
-    last_test_image().save(tmp_path / "upload_b.png")
+    names = ("upload_a", "upload_b", "upload_c")
+    for name, picture in zip(names, (test_image(), last_test_image(), test_image().rotate(90))):
+        picture.save(tmp_path / f"{name}.png")
     page.script("gradioApp().querySelector('#img2img_i2v_adapter_many .label-wrap').click();")
     page.element("#img2img_i2v_adapter_images input[type=file]").send_keys(
-        f"{tmp_path / 'upload_a.png'}\n{tmp_path / 'upload_b.png'}")
-    page.wait_for(lambda: "upload_b" in page.text("#img2img_i2v_adapter_images"), 30, "the uploads did not arrive")
+        "\n".join(str(tmp_path / f"{name}.png") for name in names))
+    page.wait_for(lambda: "upload_c" in page.text("#img2img_i2v_adapter_images"), 30, "the uploads did not arrive")
     outputs = Path(os.environ["I2V_WEBUI_DIR"]) / "outputs"
+    before = {path.name for path in outputs.rglob("*-upload_*.gif")}
     page.click("#img2img_generate")
-    page.wait_for(lambda: len(list(outputs.rglob("*-upload_b-*.gif"))) >= 1, 900, "no video named after upload_b")
-    page.wait_for(lambda: not page.visible("#img2img_interrupt"), 120, "img2img did not finish")
-    names = sorted(path.name for path in outputs.rglob("*-upload_*.gif"))
-    print(f"uploads: {names[-2:]}")
-    assert any("-upload_a-" in name for name in names) and any("-upload_b-" in name for name in names)
+    deadline = time.time() + 600
+    while "video 2 of 3" not in (server.get("/sdapi/v1/progress?skip_current_image=true").json().get("textinfo") or ""):
+        assert time.time() < deadline, "the second video never started"
+        time.sleep(0.5)
+    page.click("#img2img_interrupt")
+    page.wait_for(lambda: not page.visible("#img2img_interrupt"), 600, "img2img did not finish")
+    page.wait_for(lambda: {path.name for path in outputs.rglob("*-upload_*.gif")} - before, 60, "no video written")
+    written = sorted({path.name for path in outputs.rglob("*-upload_*.gif")} - before)
+    print(f"uploads, interrupted during video 2: {written}")
+    assert [name for name in names if any(f"-{name}-" in file for file in written)] == ["upload_a", "upload_b"]
 
 
 def test_png_info_sends_its_picture_to_the_panel(page, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -376,6 +377,9 @@ def check_one_video_per_picture(server, motion_module, image, checkpoint, output
     pictures = [image, last_test_image().resize(image.size),
                 Image.fromarray(np.roll(np.asarray(image), image.size[0] // 2, axis=1))]
     body = i2v_img2img(motion_module, image, images=[webui_server.encode_png(picture) for picture in pictures])
+    # AnimateDiff's PNG format keeps every video's frames in a folder named as its files.
+    body["alwayson_scripts"]["AnimateDiff"]["args"][0]["format"] = ["GIF", "PNG", "Frame"]
+    started = time.time()
     with leaves_the_webui_as_before(server, {**payload(motion_module), "alwayson_scripts": {}}, "three pictures"):
         response = server.post("/sdapi/v1/img2img", body)
     assert response.status_code == 200, response.text[:400]
@@ -385,6 +389,17 @@ def check_one_video_per_picture(server, motion_module, image, checkpoint, output
     info = json.loads(response.json()["info"])
     written = sorted(path.name for path in outputs.rglob("*-picture-*.gif"))
     last_start = level_difference(frames[0], decoded_first_frame(checkpoint, pictures[2]))
+    starts, folders = [], []
+    for k, picture in enumerate(pictures, 1):
+        found = [path for path in outputs.rglob(f"*-picture-{k}-*") if path.is_dir() and path.stat().st_mtime >= started - 1]
+        assert len(found) == 1, found
+        folders.append(found[0])
+        starts.append(level_difference(np.asarray(Image.open(found[0] / "00000.png").convert("RGB")),
+                                       decoded_first_frame(checkpoint, picture)))
+    later = [np.asarray(Image.open(folder / "00003.png").convert("RGB")) for folder in folders[:2]]
+    print(f"frame 0 of each video (saved frames) vs its own decode(z0): {starts}; frame 3 of video 2 vs video 1 "
+          f"{level_difference(later[1], later[0])} levels")
+    assert max(starts) <= 2 and level_difference(later[1], later[0]) > 10
     print(f"3 pictures: {len(gifs)} GIFs, written {written[-3:]}; seeds {info['all_seeds'][::FRAMES]}; frame 0 of "
           f"video 3 vs its decode(z0) {last_start} levels; GIF first frames differ "
           f"{level_difference(np.asarray(gifs[0].convert('RGB')), np.asarray(gifs[1].convert('RGB')))}")
