@@ -361,3 +361,9 @@ def test_three_pictures_make_three_videos_named_after_them(webui, motion_module,
 
     check_one_video_per_picture(webui, motion_module, image, checkpoint,
                                 Path(os.environ["I2V_WEBUI_DIR"]) / "outputs")
+
+
+def test_a_folder_with_an_unreadable_file_makes_the_others(webui, motion_module, image, tmp_path):
+    from webui_requests import check_a_folder_with_an_unreadable_file
+
+    check_a_folder_with_an_unreadable_file(webui, motion_module, image, tmp_path)

@@ -181,3 +181,9 @@ def test_three_pictures_make_three_videos_named_after_them(forge, motion_module,
 
     check_one_video_per_picture(forge, motion_module, image, checkpoint,
                                 Path(os.environ["I2V_FORGE_DIR"]) / "output")
+
+
+def test_a_folder_with_an_unreadable_file_makes_the_others(forge, motion_module, image, tmp_path):
+    from webui_requests import check_a_folder_with_an_unreadable_file
+
+    check_a_folder_with_an_unreadable_file(forge, motion_module, image, tmp_path)

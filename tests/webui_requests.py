@@ -408,3 +408,18 @@ def check_one_video_per_picture(server, motion_module, image, checkpoint, output
     assert all(any(f"-picture-{k}-" in name for name in written) for k in (1, 2, 3))
     assert [f"I2V-Adapter picture: picture-{k}" in info["infotexts"][k - 1] for k in (1, 2, 3)] == [True] * 3
     assert last_start <= 2
+
+
+def check_a_folder_with_an_unreadable_file(server, motion_module, image, folder: Path) -> None:
+    """A server folder of two pictures and an unreadable file: two videos, the file named in the log."""
+    import webui_server
+
+    image.save(folder / "a.png")
+    last_test_image().resize(image.size).save(folder / "b.png")
+    (folder / "broken.png").write_bytes(b"not a picture")
+    response = server.post("/sdapi/v1/img2img", i2v_img2img(motion_module, image, folder=str(folder)))
+    assert response.status_code == 200, response.text[:400]
+    gifs = [item for item in map(webui_server.decode_image, response.json()["images"]) if item.format == "GIF"]
+    lines = [line for line in server.log_text().splitlines() if "broken.png" in line]
+    print(f"folder with an unreadable file: {len(gifs)} GIFs; log: {lines[-1:]}")
+    assert len(gifs) == 2 and lines and "skipped broken.png: not a readable picture" in lines[-1]
