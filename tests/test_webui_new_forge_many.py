@@ -116,3 +116,26 @@ def test_an_empty_or_missing_folder_is_refused_with_one_sentence(server, tmp_pat
     detail = response.json()["detail"]
     print(f"refused: {detail}")
     assert ("holds no pictures" if kind == "empty" else "there is no folder") in detail
+
+
+def test_a_folder_is_refused_where_the_webui_hides_its_folders(tmp_path, monkeypatch):
+    """Forge 2 started with --hide-ui-dir-config: a folder request is refused with one sentence; uploads work."""
+    import os
+
+    import webui_server
+
+    for name, value in (("PYTHON", os.environ.get("I2V_NEW_FORGE_PYTHON")), ("PORT", "7874"),
+                        ("ARGS", f"{os.environ.get('I2V_NEW_FORGE_ARGS', '')} --hide-ui-dir-config")):
+        if value:
+            monkeypatch.setenv(f"I2V_NEW_FORGE_HIDDEN_{name}", value)
+    test_image().save(tmp_path / "a.png")
+    with webui_server.running(Path(NEW_FORGE), "I2V_NEW_FORGE_HIDDEN", 7874, tmp_path / "forge.log",
+                              forge=True) as hidden:
+        response = hidden.post("/sdapi/v1/img2img", many_request(folder=str(tmp_path), frames=4))
+        assert response.status_code == 422, response.text[:300]
+        detail = response.json()["detail"]
+        print(f"refused: {detail}")
+        assert "--hide-ui-dir-config" in detail and "upload the pictures instead" in detail
+        uploaded = hidden.post("/sdapi/v1/img2img", many_request(images=[webui_server.encode_png(test_image())] * 2,
+                                                                 frames=4))
+        videos_and_frames(uploaded, 2, frames=4)
