@@ -40,14 +40,12 @@ def pictures_in_folder(folder) -> tuple[list[NamedPicture], list[str]]:
 
 
 def pictures_of_values(values) -> tuple[list[NamedPicture], list[str]]:
-    """Pictures from a list of UI or API values: uploaded files (a path, or an object whose ``name`` is one),
-    PIL pictures, arrays or base64 strings; in order, with the names of those that could not be read."""
+    """Pictures from a list of UI or API values: uploaded files (gradio's file objects and gradio 4's path strings
+    carry the upload's path in ``name``), PIL pictures, arrays or base64 strings; in order, with the names of those
+    that could not be read. A plain string is never read as a path: an API caller reaches no server file."""
     pictures, skipped = [], []
     for index, value in enumerate(values, 1):
-        path = getattr(value, "name", None) if not isinstance(value, (str, Image.Image)) else None
-        if path is None and isinstance(value, str) and Path(value).suffix.lower() in PICTURE_SUFFIXES \
-                and len(value) < 4096 and Path(value).is_file():
-            path = value  # gradio 4 hands over uploads as path strings
+        path = None if isinstance(value, Image.Image) else getattr(value, "name", None)
         try:
             if path is not None:
                 pictures.append(NamedPicture(Path(path).stem, read_picture_file(path)))

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .pictures import PICTURE_SUFFIXES
+from .pictures import PICTURE_SUFFIXES, read_picture_file
 from .pipeline.hub_files import ADAPTER, CLIP_TOKENIZER, MOTION_MODULE, SD15_BASE, fetch
 from .prior import OFFICIAL_BLUR_SIGMA, OFFICIAL_P
 OUTPUT_FORMATS = ("mp4", "webm", "gif", "webp", "png")
@@ -111,13 +111,12 @@ def video_path(out: str, picture: Path, several: bool, video_format: str) -> Pat
 
 def _readable_pictures(paths: list[Path], prepare) -> list[tuple[Path, object]]:
     """Each picture opened and sized; one that cannot be read is named on one line and left out."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     pictures = []
     for path in paths:
         try:
-            with Image.open(path) as opened:
-                pictures.append((path, prepare(opened)))
+            pictures.append((path, prepare(read_picture_file(path))))
         except (UnidentifiedImageError, OSError) as error:
             if len(paths) == 1:
                 raise
@@ -129,13 +128,12 @@ def _readable_pictures(paths: list[Path], prepare) -> list[tuple[Path, object]]:
 
 def _last_picture(value: str | None):
     """The --last-image picture, or None; an unreadable one is an error naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if value is None:
         return None
     try:
-        with Image.open(value) as opened:
-            return opened.convert("RGB")
+        return read_picture_file(value)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"--last-image {value} is not a readable picture ({type(error).__name__})") from None
 

@@ -34,14 +34,24 @@ def test_a_folder_gives_its_pictures_by_name_and_names_the_unreadable_ones(tmp_p
     assert pictures[1].image.mode == "RGB" and pictures[1].image.getpixel((0, 0)) == (200, 0, 0)
 
 
-def test_a_list_takes_uploads_paths_pictures_and_base64_in_order(tmp_path):
+class NamedString(str):
+    """gradio 4's upload value: the path, as a string that also has it in ``name``."""
+
+    def __new__(cls, path):
+        text = super().__new__(cls, path)
+        text.name = path
+        return text
+
+
+def test_a_list_takes_uploads_pictures_and_base64_in_order_and_no_plain_path(tmp_path):
     picture((10, 20, 30)).save(tmp_path / "upload.png")
     upload = SimpleNamespace(name=str(tmp_path / "upload.png"))  # gradio 3's file object
-    values = [upload, str(tmp_path / "upload.png"), picture((1, 2, 3)), base64_png(picture((4, 5, 6))), "bm90IGEgcGljdHVyZQ=="]
+    values = [upload, NamedString(str(tmp_path / "upload.png")), picture((1, 2, 3)), base64_png(picture((4, 5, 6))),
+              "bm90IGEgcGljdHVyZQ==", str(tmp_path / "upload.png")]
     pictures, skipped = pictures_of_values(values)
     assert [p.name for p in pictures] == ["upload", "upload", "picture-3", "picture-4"]
     assert pictures[3].image.getpixel((0, 0)) == (4, 5, 6)
-    assert skipped == ["picture 5"]
+    assert skipped == ["picture 5", "picture 6"]  # a server path sent as a string is not read
 
 
 def test_the_request_gives_images_or_a_folder_not_both():
