@@ -26,13 +26,18 @@ def clean_model_input(x: torch.Tensor, z0: torch.Tensor, rows: Sequence[int],
 
     ``sigma``: the per-row sigmas of a k-diffusion sampler; None for timestep samplers.
     """
+    return clean_keyframes(x, [(z0, rows)], sigma)
+
+
+def clean_keyframes(x: torch.Tensor, keyframes: Sequence[tuple[torch.Tensor, Sequence[int]]],
+                    sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` (one copy) with each keyframe's rows set so that the UNet receives its latent:
+    ``[(z0, rows of frame 0), (z_last, rows of the last frame)]``."""
     x = x.clone()
-    frame = _as_frame(z0, x)
-    for row in rows:
-        if sigma is None:
-            x[row] = frame
-        else:
-            x[row] = frame * torch.sqrt(sigma[row].to(x.dtype) ** 2 + 1)
+    for latent, rows in keyframes:
+        frame = _as_frame(latent, x)
+        for row in rows:
+            x[row] = frame if sigma is None else frame * torch.sqrt(sigma[row].to(x.dtype) ** 2 + 1)
     return x
 
 
@@ -49,11 +54,3 @@ def unet_input_scale(sigma: torch.Tensor) -> torch.Tensor:
     """k-diffusion's ``c_in`` for eps and v denoisers."""
     return 1 / torch.sqrt(sigma ** 2 + 1)
 
-
-def clean_keyframes(x: torch.Tensor, keyframes: Sequence[tuple[torch.Tensor, Sequence[int]]],
-                    sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """``x`` with each keyframe's rows set so that the UNet receives its latent: ``[(z0, rows0), (z_last, rows)]``."""
-    for latent, rows in keyframes:
-        if rows:
-            x = clean_model_input(x, latent, rows, sigma)
-    return x

@@ -57,17 +57,12 @@ def frame_similarity_prior(z0: torch.Tensor, frames: int, p: float = OFFICIAL_P,
     z0: (C, H, W) or (1, C, H, W). Returns (frames, C, H, W). Each frame gets its own mask.
     The mask is drawn on the CPU so that a seed gives the same prior on every device.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be between 0 and 1, got {p}.")
     if frames < 1:
         raise ValueError(f"A video needs at least one frame, got {frames}.")
-    z0 = z0 if z0.dim() == 4 else z0.unsqueeze(0)
+    z0 = _batched(z0)
     latents = z0.repeat(frames, 1, 1, 1)
-    if frames == 1:
-        return latents
-    blurred = gaussian_blur(z0, kernel_size, blur_sigma)
-    mask = similarity_mask((frames - 1, *z0.shape[1:]), p, generator).to(z0.device)
-    latents[1:] = torch.where(mask, z0, blurred)
+    if frames > 1:
+        latents[1:] = _priors([z0], frames, p, blur_sigma, kernel_size, generator)[0]
     return latents
 
 
@@ -79,16 +74,23 @@ def keyframe_prior(z_first: torch.Tensor, z_last: torch.Tensor, frames: int, p: 
     shared by both priors; the masks are the ones :func:`frame_similarity_prior` draws for the same generator)."""
     if frames < 3:
         raise ValueError(f"A video from one picture to another needs at least 3 frames, got {frames}.")
-    z_first = z_first if z_first.dim() == 4 else z_first.unsqueeze(0)
-    z_last = (z_last if z_last.dim() == 4 else z_last.unsqueeze(0)).to(z_first)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be between 0 and 1, got {p}.")
-    mask = similarity_mask((frames - 1, *z_first.shape[1:]), p, generator).to(z_first.device)
-    first = torch.where(mask, z_first, gaussian_blur(z_first, kernel_size, blur_sigma))
-    last = torch.where(mask, z_last, gaussian_blur(z_last, kernel_size, blur_sigma))
+    z_first = _batched(z_first)
+    z_last = _batched(z_last).to(z_first)
+    first, last = _priors([z_first, z_last], frames, p, blur_sigma, kernel_size, generator)
     weights = (torch.arange(1, frames, dtype=torch.float32, device=z_first.device) / (frames - 1)).view(-1, 1, 1, 1)
-    latents = torch.empty(frames, *z_first.shape[1:], dtype=z_first.dtype, device=z_first.device)
-    latents[0] = z_first[0]
-    latents[1:] = torch.lerp(first, last, weights.to(first.dtype))
+    latents = torch.cat([z_first, torch.lerp(first, last, weights.to(first.dtype))])
     latents[-1] = z_last[0]
     return latents
+
+
+def _batched(z: torch.Tensor) -> torch.Tensor:
+    return z if z.dim() == 4 else z.unsqueeze(0)
+
+
+def _priors(latents, frames: int, p: float, blur_sigma: float, kernel_size: int,
+            generator: torch.Generator | None) -> list[torch.Tensor]:
+    """``D(z)`` for frames 1 .. N-1 of each latent (1, C, H, W), all with the same masks (one per frame)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be between 0 and 1, got {p}.")
+    mask = similarity_mask((frames - 1, *latents[0].shape[1:]), p, generator).to(latents[0].device)
+    return [torch.where(mask, z, gaussian_blur(z, kernel_size, blur_sigma)) for z in latents]

@@ -36,7 +36,6 @@ class BaseModel:
 SD15 = BaseModel("SD1.5", (1, 2, 4, 4), (True, True, True, False))
 SDXL = BaseModel("SDXL", (1, 2, 4), (False, True, True))
 BASE_MODELS = (SD15, SDXL)
-LEVEL_WIDTHS = SD15.level_widths
 _FAMILY_NAMES = {"AnimateLCM": "AnimateLCM", "HotShot-XL": "HotShot-XL", "SDXL beta": "AnimateDiff-SDXL beta"}
 
 

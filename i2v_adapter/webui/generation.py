@@ -235,7 +235,7 @@ class Generation(Lifecycle):
             return
         params.x = clean_denoised(params.x, self.z0)
         if self.z_last is not None:
-            params.x = clean_denoised(params.x, self.z_last, [self.geometry.frames - 1])
+            params.x[-1] = self.z_last[0].to(params.x)  # the copy clean_denoised made is ours
 
     def post_sample(self, samples: torch.Tensor) -> None:
         if self.z0 is not None:

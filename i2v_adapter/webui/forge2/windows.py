@@ -62,6 +62,8 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
     def run(apply_model, args):
         return previous(apply_model, args) if previous is not None else apply_model(args["input"], args["timestep"], **args["c"])
 
+    ordered = frame_zero_windows_first(windows, layout.last_frame)  # keyframes' windows first, once
+
     def window_part(args, window, rows, total):
         return {"input": args["input"][rows.to(args["input"].device)], "timestep": _take(args["timestep"], rows, total),
                 "c": window_conditioning(args["c"], rows, torch.tensor(window), total, frames),
@@ -74,7 +76,6 @@ def window_wrapper(windows: list[list[int]], frames: int, layout: FrameLayout,
         total = x.shape[0]
         out = torch.zeros_like(x)
         count = torch.zeros(total, device=x.device, dtype=x.dtype)
-        ordered = frame_zero_windows_first(windows, layout.last_frame)
         prime = layout.priming_window(ordered)
         if prime is not None:  # its result is dropped: it only stores the last keyframe's keys/values
             with layout.priming():
