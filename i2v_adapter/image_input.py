@@ -12,34 +12,36 @@ class ImageInputError(ValueError):
     pass
 
 
-def decode_base64_image(text: str) -> Image.Image:
-    """A base64 image as sent to the API, with or without a ``data:image/...;base64,`` prefix."""
+def decode_base64_image(text: str, what: str = "the image") -> Image.Image:
+    """A base64 image as sent to the API, with or without a ``data:image/...;base64,`` prefix.
+    ``what``: the picture's name in a refusal, e.g. 'the last frame (last_image)'."""
     if "," in text and text.lstrip().startswith("data:"):
         text = text.split(",", 1)[1]
     try:
         return Image.open(io.BytesIO(base64.b64decode(text, validate=False))).copy()
     except Exception:
-        raise ImageInputError("I2V-Adapter: the image is not a readable base64-encoded picture.") from None
+        raise ImageInputError(f"I2V-Adapter: {what} is not a readable base64-encoded picture.") from None
 
 
-def picture_from_value(value) -> Image.Image | None:
+def picture_from_value(value, what: str = "the image") -> Image.Image | None:
     """The picture in a UI or API value: a PIL image, an array, a gradio image dict or a base64 string.
 
-    ``None`` or an empty string: no picture given. Anything else is refused with what an image may be.
+    ``None`` or an empty string: no picture given. Anything else is refused with what an image may be, naming
+    the picture as ``what``.
     """
     if isinstance(value, dict):  # gradio 3 sketch/upload value; gradio 4 ImageEditor value
         value = next((value[key] for key in ("image", "composite", "background") if value.get(key) is not None), None)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
-        return decode_base64_image(value)
+        return decode_base64_image(value, what)
     if isinstance(value, np.ndarray):
         if value.dtype != np.uint8 or value.ndim not in (2, 3):
-            raise ImageInputError("I2V-Adapter: an image array must be 8-bit, H x W or H x W x channels.")
+            raise ImageInputError(f"I2V-Adapter: {what} must be an 8-bit array, H x W or H x W x channels.")
         return Image.fromarray(value)
     if isinstance(value, Image.Image):
         return value
-    raise ImageInputError(f"I2V-Adapter: the image must be a picture, a gradio image value or a base64-encoded "
+    raise ImageInputError(f"I2V-Adapter: {what} must be a picture, a gradio image value or a base64-encoded "
                           f"PNG/JPEG string, not {type(value).__name__}.")
 
 

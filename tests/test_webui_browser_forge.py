@@ -163,53 +163,15 @@ def test_forge2_infotext_pastes_the_motion_fields_back(tmp_path):
             driver.quit()
 
 
-def test_forge2_batch_tab_makes_one_video_per_picture(tmp_path):
-    """Forge 2's img2img Batch tab, a folder of two pictures and an unreadable file, I2V-Adapter on: two videos
-    named after the pictures in the tab's output folder."""
-    root = os.environ.get("I2V_NEW_FORGE_DIR")
+
+@pytest.mark.parametrize("settings,port", FORGES, ids=["classic-forge", "forge-2"])
+def test_batch_tab_makes_one_video_per_picture(settings, port, tmp_path):
+    """The img2img Batch tab with I2V-Adapter on, a folder of two pictures and an unreadable file: two videos named
+    after the pictures in the tab's output folder. On classic Forge sd-webui-animatediff would otherwise make the
+    folder the frames of one video; Forge 2 uses the panel's own motion section."""
+    root = os.environ.get(f"{settings}_DIR")
     if not root:
-        pytest.skip("I2V_NEW_FORGE_DIR is not set")
-    import webui_server
-    from webui_browser import Page, start_browser
-    from webui_requests import last_test_image, test_image
-
-    pictures, out = tmp_path / "pictures", tmp_path / "out"
-    pictures.mkdir()
-    test_image().save(pictures / "first.png")
-    last_test_image().save(pictures / "second.png")
-    (pictures / "third.png").write_bytes(b"not a picture")
-    with webui_server.running(Path(root), "I2V_NEW_FORGE", 7872, tmp_path / "forge.log", forge=True) as server:
-        driver = start_browser()
-        try:
-            page = Page(driver, server.url)
-            page.open()
-            page.script("switch_to_img2img();")
-            for name, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 2),
-                                ("img2img_i2v_adapter_frames", 4)):
-                page.set_number(name, value)
-            page.click("#img2img_i2v_adapter_enable-visible-checkbox")
-            page.script("Array.from(gradioApp().querySelectorAll('#mode_img2img button'))"
-                        ".find(b => b.textContent.trim() === 'Batch').click();")
-            page.script("Array.from(gradioApp().querySelectorAll('#img2img_batch_source button'))"
-                        ".find(b => b.textContent.trim() === 'From directory').click();")
-            page.set_value("#img2img_batch_input_dir textarea", str(pictures))
-            page.set_value("#img2img_batch_output_dir textarea", str(out))
-            page.click("#img2img_generate")
-            page.wait_for(lambda: len(list(out.rglob("*.gif"))) >= 2, 900, "the Batch tab wrote no two videos")
-            names = sorted(path.name for path in out.rglob("*.gif"))
-            print(f"Forge 2 Batch tab: {names}; log: "
-                  f"{[line for line in server.log_text().splitlines() if 'third.png' in line][-1:]}")
-            assert len(names) == 2 and "-first-" in names[0] and "-second-" in names[1]
-        finally:
-            driver.quit()
-
-
-def test_classic_forge_batch_tab_makes_one_video_per_picture(tmp_path):
-    """Classic Forge, where sd-webui-animatediff turns the Batch tab's folder into the frames of one video: with
-    I2V-Adapter on, one video per picture instead, named after it."""
-    root = os.environ.get("I2V_FORGE_DIR")
-    if not root:
-        pytest.skip("I2V_FORGE_DIR is not set")
+        pytest.skip(f"{settings}_DIR is not set")
     import webui_server
     from webui_browser import Page, start_browser
     from webui_requests import FRAMES, last_test_image, test_image
@@ -219,25 +181,29 @@ def test_classic_forge_batch_tab_makes_one_video_per_picture(tmp_path):
     test_image().save(pictures / "first.png")
     last_test_image().save(pictures / "second.png")
     (pictures / "third.png").write_bytes(b"not a picture")
-    with webui_server.running(Path(root), "I2V_FORGE", 7871, tmp_path / "forge.log", forge=True) as server:
+    video = ([("img2img_i2v_adapter_frames", 4)] if settings == "I2V_NEW_FORGE" else
+             [("img2img-ad-video-length", FRAMES), ("img2img-ad-batch-size", FRAMES)])
+    with webui_server.running(Path(root), settings, port, tmp_path / "forge.log", forge=True) as server:
         driver = start_browser()
         try:
             page = Page(driver, server.url)
             page.open()
             page.script("switch_to_img2img();")
-            for name, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 2),
-                                ("img2img-ad-video-length", FRAMES), ("img2img-ad-batch-size", FRAMES)):
+            for name, value in [("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 2), *video]:
                 page.set_number(name, value)
-            page.click("#img2img-ad-enable input")
+            if settings == "I2V_FORGE":
+                page.click("#img2img-ad-enable input")
             page.click("#img2img_i2v_adapter_enable-visible-checkbox")
-            page.script("Array.from(gradioApp().querySelectorAll('#mode_img2img .tab-nav button'))"
+            page.script("Array.from(gradioApp().querySelectorAll('#mode_img2img button'))"
                         ".find(b => b.textContent.trim() === 'Batch').click();")
+            page.script("var b = Array.from(gradioApp().querySelectorAll('#img2img_batch_source button'))"
+                        ".find(b => b.textContent.trim() === 'From directory'); if (b) b.click();")
             page.set_value("#img2img_batch_input_dir textarea", str(pictures))
             page.set_value("#img2img_batch_output_dir textarea", str(out))
             page.click("#img2img_generate")
             page.wait_for(lambda: len(list(out.rglob("*.gif"))) >= 2, 900, "the Batch tab wrote no two videos")
             names = sorted(path.name for path in out.rglob("*.gif"))
-            print(f"classic Forge Batch tab: {names}; log: "
+            print(f"{settings} Batch tab: {names}; log: "
                   f"{[line for line in server.log_text().splitlines() if 'third.png' in line][-1:]}")
             assert len(names) == 2 and "-first-" in names[0] and "-second-" in names[1]
         finally:

@@ -137,53 +137,16 @@ def test_animatediff_motion_lora_alongside(forge, image, reference_frame_zero):
     check_motion_lora_alongside(forge, v2.name, image, reference_frame_zero, loras[0].stem, tag="lyco")
 
 
+# -- the cases every WebUI with sd-webui-animatediff shares ------------------------------------------------------
+
 @pytest.fixture(scope="module")
-def keyframe_references(checkpoint, image):
-    from webui_requests import last_test_image
-
-    return decoded_first_frame(checkpoint, image), decoded_first_frame(checkpoint, last_test_image().resize(image.size))
+def server(forge):
+    return forge
 
 
-def test_a_video_from_a_to_b(keyframe_references, forge, motion_module, image):
-    from webui_requests import check_a_to_b
-
-    check_a_to_b(forge, motion_module, image, keyframe_references)
-
-
-def test_a_loop_is_written_with_each_frame_once(forge, motion_module, image):
-    from webui_requests import check_loop
-
-    check_loop(forge, motion_module, image)
+@pytest.fixture(scope="module")
+def outputs():
+    return Path(FORGE) / "output"
 
 
-def test_a_to_b_in_windows_holds_both_anchors(keyframe_references, forge, motion_module, image):
-    from webui_requests import check_windowed_a_to_b
-
-    check_windowed_a_to_b(forge, motion_module, image, keyframe_references)
-
-
-def test_bad_keyframe_requests_are_refused(forge, motion_module, image):
-    from webui_requests import check_keyframe_refusals
-
-    check_keyframe_refusals(forge, motion_module, image)
-
-
-def test_animatediffs_own_last_frame_gives_way(keyframe_references, forge, motion_module, image):
-    from webui_requests import check_animatediffs_own_last_frame_gives_way
-
-    check_animatediffs_own_last_frame_gives_way(forge, motion_module, image, keyframe_references)
-
-
-def test_three_pictures_make_three_videos_named_after_them(forge, motion_module, image, checkpoint):
-    import os
-
-    from webui_requests import check_one_video_per_picture
-
-    check_one_video_per_picture(forge, motion_module, image, checkpoint,
-                                Path(os.environ["I2V_FORGE_DIR"]) / "output")
-
-
-def test_a_folder_with_an_unreadable_file_makes_the_others(forge, motion_module, image, tmp_path):
-    from webui_requests import check_a_folder_with_an_unreadable_file
-
-    check_a_folder_with_an_unreadable_file(forge, motion_module, image, tmp_path)
+from animatediff_host_cases import *  # noqa: E402,F401,F403  (keyframes, loops, one video per picture)

@@ -53,12 +53,9 @@ def _last_picture(params: I2VParams):
     if not params.has_last_image:
         return None
     try:
-        picture = picture_from_value(params.last_image)
+        picture = picture_from_value(params.last_image, "the last frame (last_image)")
     except ImageInputError as error:
-        message = str(error)
-        for said in ("the image", "an image"):  # the reader speaks of frame 0's picture
-            message = message.replace(said, "the last frame (last_image)", 1)
-        raise I2VAdapterError(message) from None
+        raise I2VAdapterError(str(error)) from None
     return None if picture is None else to_rgb8(picture)
 
 
