@@ -78,8 +78,10 @@ class ReferenceBank:
         return any(key[2] == keyframe for key in (*self._entries, *self._previous))
 
     def next_step(self) -> None:
-        """A new sampling step: this step's entries become the previous step's."""
-        self._previous, self._entries = self._entries, {}
+        """A new sampling step: this step's last-keyframe entries become the previous step's (only those are read
+        a step later; frame 0's are let go, so a video without a last picture keeps no second bank)."""
+        self._previous = {key: entry for key, entry in self._entries.items() if key[2] == LAST}
+        self._entries = {}
 
     def clear(self) -> None:
         self._entries.clear()

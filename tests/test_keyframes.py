@@ -179,3 +179,14 @@ def test_the_loop_axis_of_the_xyz_plot_sets_loop_and_keeps_the_other_axes():
     assert getattr(p, xyz.ATTRIBUTE)[xyz.MOTION_LORA_STRENGTH] == 0.5
     with pytest.raises(ParamsError, match="loop must be true or false"):
         xyz._apply_switch(xyz.LOOP)(p, "maybe", None)
+
+
+def test_the_bank_keeps_only_the_last_keyframes_entries_for_the_next_step():
+    layout = FrameLayout(4, 0, keep_reference=True, last_frame=7)
+    keys = torch.zeros(2, 3, 8)
+    layout.begin_step(0)
+    layout.bank.store("layer", 0, keys, keys)  # frame 0's
+    layout.bank.store("layer", 0, keys, keys, "last")
+    layout.begin_step(1)
+    assert layout.bank.fetch_previous("layer", 0, 2) is not None
+    assert layout.bank.fetch_previous("layer", 0, 2, "first") is None and len(layout.bank) == 0
