@@ -37,7 +37,7 @@ def picture_from_value(value, what: str = "the image") -> Image.Image | None:
         return decode_base64_image(value, what)
     if isinstance(value, np.ndarray):
         if value.dtype != np.uint8 or value.ndim not in (2, 3):
-            raise ImageInputError(f"I2V-Adapter: {what} must be an 8-bit array, H x W or H x W x channels.")
+            raise ImageInputError(f"I2V-Adapter: {what} as an array must be 8-bit, H x W or H x W x channels.")
         return Image.fromarray(value)
     if isinstance(value, Image.Image):
         return value
